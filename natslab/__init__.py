@@ -1,0 +1,25 @@
+"""natslab: the helper package of the natslab NATS course.
+
+Start real servers (``server``, ``cluster``, ``supercluster``, ``leafnode``), read their
+monitoring endpoints (``monitor``), connect with clear errors (``connect``) and check
+exercises (``check``).  See notebooks/00_welcome.ipynb for a tour.
+"""
+from .backends import PINNED_VERSION
+from .errors import BackendUnavailable, NatslabError, NotSupported, PortInUse, ServerStartError
+from .monitor import monitor
+from .server import Server, server
+from .session import stop_all, workdir
+
+__all__ = [
+    "PINNED_VERSION", "BackendUnavailable", "NatslabError", "NotSupported", "PortInUse",
+    "ServerStartError", "Server", "monitor", "server", "stop_all", "workdir",
+]
+
+from .topology import Cluster, LeafTopology, SuperCluster, cluster, leafnode, supercluster  # noqa: E402
+
+__all__ += ["Cluster", "LeafTopology", "SuperCluster", "cluster", "leafnode", "supercluster"]
+
+from .checks import ExerciseFailed, check, progress  # noqa: E402
+from .client import ConnectFailed, connect  # noqa: E402
+
+__all__ += ["ExerciseFailed", "check", "progress", "ConnectFailed", "connect"]

@@ -1,0 +1,112 @@
+"""Connecting with errors a learner can act on.
+
+``natslab.connect`` is ``nats.connect`` aimed at a natslab server or topology, with a quiet
+error callback (one line per problem, not a traceback per reconnect attempt) and a plain
+explanation when the first connection fails: wrong credentials, nothing listening, TLS.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import nats
+from nats.errors import NoServersError
+
+from .errors import NatslabError
+
+
+class ConnectFailed(NatslabError):
+    """The first connection to the server failed; the message says why in plain words."""
+
+
+def urls_of(target) -> list[str]:
+    if target is None:
+        raise NatslabError("connect() needs a server, a topology or a URL.",
+                           "pass the object natslab.server() returned, e.g. natslab.connect(srv).")
+    if isinstance(target, str):
+        return [u.strip() for u in target.split(",") if u.strip()]
+    if hasattr(target, "urls"):
+        return list(target.urls)
+    if hasattr(target, "url"):
+        return [target.url]
+    return list(target)
+
+
+def explain(exc: BaseException, urls: list[str]) -> ConnectFailed:
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    where = ", ".join(urls)
+    if "authorization violation" in low or "authentication" in low:
+        return ConnectFailed(f"The server at {where} refused the credentials (Authorization Violation).",
+                             "check the user/password, token, NKEY or creds file against the server's "
+                             "authorization block (srv.config_text shows it).")
+    if "user authentication expired" in low or "revoked" in low:
+        return ConnectFailed(f"The server at {where} refused the user: {exc}",
+                             "issue a fresh user JWT (the old one expired or was revoked).")
+    if "certificate" in low or "ssl" in low or "tls" in low:
+        return ConnectFailed(f"TLS failed while connecting to {where}: {exc}",
+                             "the client must trust the CA that signed the server's certificate "
+                             "and use the host name the certificate names; do not turn verification off.")
+    if isinstance(exc, (NoServersError, ConnectionRefusedError, OSError, asyncio.TimeoutError)):
+        return ConnectFailed(f"Nothing answered at {where} ({text}).",
+                             "is the server running? (srv.running; a stopped server restarts with "
+                             "srv.start()). Connect with the URL natslab gave you: srv.url.")
+    return ConnectFailed(f"Connecting to {where} failed: {text}", "read the error above; srv.logs() shows the server's side.")
+
+
+async def _reachable(url: str, timeout: float) -> bool:
+    from urllib.parse import urlparse
+
+    u = urlparse(url if "://" in url else f"nats://{url}")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(u.hostname, u.port or 4222), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+def _fatal(exc: BaseException) -> bool:
+    low = str(exc).lower()
+    return any(w in low for w in ("authorization", "authentication", "revoked", "expired", "certificate", "permissions"))
+
+
+async def connect(target=None, *, quiet: bool = False, timeout: float = 15.0, **options) -> nats.aio.client.Client:
+    """``await natslab.connect(srv)``: a nats-py client connected to ``srv`` (any nats.connect option).
+
+    Unlike a bare ``nats.connect``, a refused credential or an address where nothing listens
+    fails at once with an explanation, instead of retrying quietly for a minute.
+    """
+    urls = urls_of(options.pop("servers") if "servers" in options else target)
+    options.setdefault("connect_timeout", 2)
+    reach = await asyncio.gather(*(_reachable(u, options["connect_timeout"]) for u in urls))
+    if not any(reach):
+        raise explain(ConnectionRefusedError(f"no server listening at {', '.join(urls)}"), urls)
+
+    errors: list[BaseException] = []
+    user_cb = options.pop("error_cb", None)
+    nc = nats.NATS()
+    refused = asyncio.Event()
+
+    async def error_cb(exc):
+        errors.append(exc)
+        if not nc.is_connected and _fatal(exc):
+            refused.set()
+        if user_cb is not None:
+            await user_cb(exc)
+        elif not quiet and nc.is_connected:
+            print(f"nats: {type(exc).__name__}: {exc}")
+
+    attempt = asyncio.ensure_future(nc.connect(servers=urls, error_cb=error_cb, **options))
+    stop = asyncio.ensure_future(refused.wait())
+    done, _ = await asyncio.wait({attempt, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if attempt in done and attempt.exception() is None:
+        return nc
+    attempt.cancel()
+    try:
+        await nc.close()
+    except Exception:
+        pass
+    cause = errors[0] if errors else (attempt.exception() if attempt.done() and not attempt.cancelled()
+                                      else asyncio.TimeoutError(f"no connection after {timeout:.0f} s"))
+    raise explain(cause, urls) from None

@@ -1,0 +1,32 @@
+"""Checkers for the course's exercises, one module per course module (m00, m01, ...).
+
+Shared tools for checkers live here: a scratch server the checker owns for the length of
+one check, and a client connected to it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ..client import connect
+from ..server import server
+
+
+@contextlib.asynccontextmanager
+async def scratch_server(**kwargs):
+    """A fresh server for one check, closed afterwards whatever happens."""
+    srv = await asyncio.to_thread(server, "checker", **kwargs)
+    try:
+        yield srv
+    finally:
+        await asyncio.to_thread(srv.group.close)
+
+
+@contextlib.asynccontextmanager
+async def client(target, **options):
+    nc = await connect(target, quiet=True, **options)
+    try:
+        yield nc
+    finally:
+        if not nc.is_closed:
+            await nc.close()
