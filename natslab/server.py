@@ -198,12 +198,20 @@ class Server:
                     details=_tail(log, 4))
             raise _PortRace()
         lines = [m.group(0).strip() for m in _CONFIG_ERROR.finditer(log)]
-        if lines and "config" in " ".join(lines).lower() or any(str(self.config_path) in l for l in lines):
+        said = [l for l in lines if l.startswith("nats-server:")]  # how the binary reports a bad config
+        if said:
+            details = said[-4:]
+            conf_lines = self.config_text.splitlines()
+            for num in sorted({int(n) for n in re.findall(r"line (\d+)", " ".join(said))}):
+                if 0 < num <= len(conf_lines) and conf_lines[num - 1].strip():
+                    details.append(f"line {num} of the config reads: {conf_lines[num - 1].strip()}")
+                elif num > len(conf_lines) and conf_lines:  # the parser ran off the end of the file
+                    details.append(f"the config ends (line {len(conf_lines)}) with: {conf_lines[-1].strip()}")
             raise ServerStartError(
                 f"nats-server {self.name} rejected its configuration.",
-                "correct the setting the server names above (srv.config_text shows the whole file, "
-                "with line numbers from srv.show_config()).",
-                details="\n".join(lines[-4:]))
+                "correct the setting the server names above; srv.show_config() prints the file "
+                "with the line numbers the server counts.",
+                details="\n".join(details))
         raise ServerStartError(
             f"nats-server {self.name} exited while starting.",
             "read the server's own log above; srv.logs() has all of it.",

@@ -1,0 +1,418 @@
+"""Key-value buckets and object stores made visible (module 03).
+
+- ``await history_table(kv, key)`` and ``await bucket_table(kv)``: entries as a table
+  (revision, key, operation, value) that prints as text and renders as HTML.
+- ``await stream_view(js, "KV_config")``: the stream under a bucket, its settings and the
+  number of messages kept per subject, as the server reports them.
+- ``await raw_messages(js, "KV_config")``: the stream's messages with subjects and headers, so
+  delete and purge markers show up as the messages they are.
+- ``await follow(kv, "svc.>", widgets={...})``: a watcher running in the background that keeps a
+  dict, a table widget and any bound widgets equal to the latest values of the keys.
+- ``await race(kvs, key, step, times)``: writers on separate connections racing on a counter.
+- ``digest_of(data)``, ``await object_table(obs)``, ``await add_link(js, ...)``: object store helpers.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as _dt
+import hashlib
+import html
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import nats.js.errors as jserr
+from nats.js import api
+from nats.nuid import NUID
+
+_MARKERS = ("DEL", "PURGE")
+
+
+# ------------------------------------------------------------------------------ display
+def show(value: bytes | None, limit: int = 40) -> str:
+    """Bytes as short readable text: decoded when they are text, ``<N bytes>`` otherwise."""
+    if value is None:
+        return ""
+    try:
+        text = bytes(value).decode()
+    except UnicodeDecodeError:
+        return f"<{len(value)} bytes>"
+    if not text.isprintable():
+        return f"<{len(value)} bytes>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Table(list):
+    """A list of row dicts that prints as an aligned text table and renders as HTML."""
+
+    def __init__(self, rows: Iterable[Mapping] = (), title: str = ""):
+        super().__init__(dict(r) for r in rows)
+        self.title = title
+
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for row in self:
+            cols += [k for k in row if k not in cols]
+        return cols
+
+    def __repr__(self) -> str:
+        cols = self.columns()
+        if not self:
+            return f"{self.title}: (empty)" if self.title else "(empty)"
+        cells = [[str(r.get(c, "")) for c in cols] for r in self]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+        line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
+        out = ([self.title] if self.title else []) + [line(cols), line(["-" * w for w in widths])]
+        return "\n".join(out + [line(row) for row in cells])
+
+    def _repr_html_(self) -> str:
+        cols = self.columns()
+        head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td><code>{html.escape(str(r.get(c, '')))}</code></td>" for c in cols)
+                       + "</tr>" for r in self)
+        cap = f"<caption style='text-align:left'><b>{html.escape(self.title)}</b></caption>" if self.title else ""
+        return f"<table>{cap}<tr>{head}</tr>{body}</table>" if self else f"<p>{html.escape(repr(self))}</p>"
+
+
+def _clock(when) -> str:
+    if isinstance(when, _dt.datetime):
+        return when.astimezone().strftime("%H:%M:%S.%f")[:-3]
+    return ""
+
+
+def entry_row(entry) -> dict:
+    """One KV entry as a readable row: revision, key, operation (PUT/DEL/PURGE), value, time."""
+    op = entry.operation or "PUT"
+    return {"revision": entry.revision, "key": entry.key, "op": op,
+            "value": "" if op in _MARKERS else show(entry.value), "created": _clock(entry.created)}
+
+
+# ------------------------------------------------------------------------------ KV views
+async def _collect(watcher, timeout: float = 5.0) -> list:
+    """Entries a watcher delivers up to its end-of-initial-values marker (None); then stop it."""
+    entries = []
+    try:
+        while True:
+            entry = await watcher.updates(timeout=timeout)
+            if entry is None:
+                return entries
+            entries.append(entry)
+    finally:
+        await watcher.stop()
+
+
+async def history_table(kv, key: str) -> Table:
+    """Every revision the bucket still keeps for ``key``, oldest first."""
+    try:
+        entries = await kv.history(key)
+    except jserr.NoKeysError:
+        entries = []
+    return Table((entry_row(e) for e in entries), title=f"history of {key!r}")
+
+
+async def latest_entries(kv, keys: str = ">") -> list:
+    """The latest entry of every key matching ``keys``, delete and purge markers included."""
+    return await _collect(await kv.watch(keys))
+
+
+async def bucket_table(kv, keys: str = ">", include_deletes: bool = True) -> Table:
+    """The latest entry of each key, ordered by revision (markers shown unless excluded)."""
+    rows = [entry_row(e) for e in sorted(await latest_entries(kv, keys), key=lambda e: e.revision)
+            if include_deletes or (e.operation or "PUT") not in _MARKERS]
+    return Table(rows, title=f"bucket {getattr(kv, '_name', '')!r}, latest entry per key".replace("'' ", ""))
+
+
+async def bucket_state(kv, keys: str = ">") -> dict[str, bytes]:
+    """Current values of the live keys (deleted and purged keys left out)."""
+    return {e.key: e.value for e in await latest_entries(kv, keys) if (e.operation or "PUT") not in _MARKERS}
+
+
+def _enum(v):
+    return getattr(v, "value", v)
+
+
+async def stream_view(js, stream: str) -> dict:
+    """The server's view of the stream under a bucket: its settings, its state, messages per subject."""
+    info = await js.stream_info(stream, subjects_filter=">")
+    c, s = info.config, info.state
+    view = {
+        "name": c.name, "subjects": c.subjects, "max_msgs_per_subject": c.max_msgs_per_subject,
+        "max_age": c.max_age, "max_bytes": c.max_bytes, "max_msg_size": c.max_msg_size,
+        "discard": _enum(c.discard), "storage": _enum(c.storage), "allow_rollup_hdrs": c.allow_rollup_hdrs,
+        "deny_delete": c.deny_delete, "allow_direct": c.allow_direct, "allow_msg_ttl": c.allow_msg_ttl,
+        "messages": s.messages, "bytes": s.bytes, "first_seq": s.first_seq, "last_seq": s.last_seq,
+        "per_subject": dict(sorted((s.subjects or {}).items())),
+    }
+    return {k: v for k, v in view.items() if v is not None}
+
+
+async def raw_messages(js, stream: str, limit: int = 50) -> Table:
+    """The messages a stream holds (up to ``limit``, newest kept): sequence, subject, headers, data."""
+    info = await js.stream_info(stream)
+    first, last = info.state.first_seq, info.state.last_seq
+    rows = []
+    for seq in range(max(first, last - limit + 1), last + 1):
+        try:
+            msg = await js.get_msg(stream, seq)
+        except jserr.NotFoundError:
+            continue  # removed: an older revision beyond the history limit, purged, or expired
+        rows.append({"seq": msg.seq, "subject": msg.subject,
+                     "headers": ", ".join(f"{k}: {v}" for k, v in (msg.headers or {}).items()),
+                     "data": show(msg.data)})
+    return Table(rows, title=f"messages in stream {stream}")
+
+
+# ------------------------------------------------------------------------------ follower
+class Follower:
+    """A KV watcher that keeps running: latest values in ``values``, a table widget, bound widgets.
+
+    Create it with ``await follow(kv, keys, widgets=..., on_change=...)``.  ``wait_for`` waits
+    (with a time limit) until a revision has been applied; ``stop`` ends the watch.
+    """
+
+    def __init__(self, kv, keys: str = ">", widgets: Mapping[str, Any] | None = None,
+                 parse: Callable[[bytes], Any] | None = None, on_change: Callable | None = None):
+        self.kv, self.keys = kv, keys
+        self.parse = parse or (lambda b: b.decode())
+        self.on_change = on_change
+        self.values: dict[str, Any] = {}
+        self.revisions: dict[str, int] = {}
+        self.revision = 0
+        self.log: list[tuple[int, str, str, str]] = []
+        self.initial: list[str] = []
+        self.bound = dict(widgets or {})
+        self._watcher = None
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self.error: BaseException | None = None
+        self._finished = False
+        self.table = None
+        try:
+            import ipywidgets
+
+            self.table = ipywidgets.HTML()
+            self.box = ipywidgets.VBox([self.table, *self.bound.values()])
+        except ImportError:  # widgets are a view; the follower works without them
+            self.box = None
+        self._render()
+
+    async def start(self, timeout: float = 5.0) -> "Follower":
+        self._watcher = await self.kv.watch(self.keys)
+        self._task = asyncio.ensure_future(self._run())
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise
+        return self
+
+    async def _run(self) -> None:
+        try:
+            async for entry in self._watcher:
+                if entry is None:
+                    self.initial = sorted(self.values)
+                    self._ready.set()
+                    continue
+                await self._apply(entry)
+        except Exception as exc:  # shown in the summary instead of vanishing in a task
+            self.error = exc
+        finally:
+            self._finished = True
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _apply(self, entry) -> None:
+        op = entry.operation or "PUT"
+        old = self.values.get(entry.key)
+        if op in _MARKERS:
+            self.values.pop(entry.key, None)
+            new = None
+        else:
+            try:
+                new = self.parse(entry.value)
+            except Exception:
+                new = show(entry.value)
+            self.values[entry.key] = new
+            widget = self.bound.get(entry.key)
+            if widget is not None:
+                try:
+                    widget.value = type(widget.value)(new) if widget.value is not None else new
+                except Exception:  # a value the widget cannot hold: the table still shows it
+                    pass
+        self.revisions[entry.key] = entry.revision
+        self.revision = max(self.revision, entry.revision)
+        self.log.append((entry.revision, entry.key, op, "" if new is None else str(new)))
+        self._render()
+        if self.on_change is not None and self._ready.is_set():
+            result = self.on_change(entry.key, old, new)
+            if inspect.isawaitable(result):
+                await result
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _render(self) -> None:
+        if self.table is None:
+            return
+        rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td><b>{html.escape(str(v))}</b></td>"
+                       f"<td>rev {self.revisions.get(k, '')}</td></tr>" for k, v in sorted(self.values.items()))
+        self.table.value = (f"<div><b>live view of <code>{html.escape(self.keys)}</code></b> "
+                            f"(last revision {self.revision})<table>{rows}</table></div>")
+
+    async def wait_for(self, revision: int | None = None, timeout: float = 5.0, *, key: str | None = None,
+                       value: Any = None) -> "Follower":
+        """Wait until ``revision`` is applied (or ``key`` holds ``value``); TimeoutError after ``timeout``."""
+        def done():
+            if revision is not None and self.revision < revision:
+                return False
+            return key is None or self.values.get(key) == value
+
+        async def wait():
+            async with self._changed:
+                await self._changed.wait_for(lambda: done() or self._finished)
+        await asyncio.wait_for(wait(), timeout)
+        if not done():
+            raise RuntimeError(f"the watcher stopped before revision {revision} arrived: {self.error!r}")
+        return self
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            try:
+                await self._watcher.stop()
+            except Exception:
+                pass
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 2)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+
+    def summary(self) -> str:
+        vals = ", ".join(f"{k}={v!r}" for k, v in sorted(self.values.items())) or "(no keys)"
+        err = f"; error: {self.error!r}" if self.error else ""
+        return f"following {self.keys!r}: {vals} (last revision {self.revision}, {len(self.log)} updates{err})"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box if self.box is not None else self.summary())
+
+
+async def follow(kv, keys: str = ">", *, widgets: Mapping[str, Any] | None = None,
+                 parse: Callable[[bytes], Any] | None = None, on_change: Callable | None = None,
+                 timeout: float = 5.0) -> Follower:
+    """Start a background watcher on ``keys``; returns once the initial values are in.
+
+    ``widgets`` binds keys to ipywidgets (their ``value`` follows the key, converted to the
+    widget's value type); ``parse`` turns bytes into values (default: decode as text);
+    ``on_change(key, old, new)`` (sync or async) runs for every change after the initial values.
+    """
+    return await Follower(kv, keys, widgets=widgets, parse=parse, on_change=on_change).start(timeout)
+
+
+# ------------------------------------------------------------------------------ race
+@dataclass
+class RaceResult:
+    name: str
+    start: int
+    final: int
+    writers: int
+    times: int
+    conflicts: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def expected(self) -> int:
+        return self.start + self.writers * self.times
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.final
+
+    def __repr__(self) -> str:
+        verdict = "correct" if self.lost == 0 else f"{self.lost} increments LOST"
+        return (f"{self.name}: {self.writers} writers x {self.times} increments from {self.start}: "
+                f"final {self.final}, expected {self.expected} -> {verdict}; "
+                f"conflicts retried per writer: {self.conflicts} ({self.seconds:.2f} s)")
+
+
+async def counter_value(kv, key: str) -> int:
+    try:
+        return int((await kv.get(key)).value or 0)
+    except jserr.KeyNotFoundError:
+        return 0
+
+
+async def race(kvs: list, key: str, step: Callable, times: int = 25, name: str | None = None) -> RaceResult:
+    """Each KeyValue handle in ``kvs`` (one per connection) runs ``await step(kv, key)`` ``times`` times, all at once.
+
+    ``step`` returns how many conflicts it retried (or None).  The result compares the final
+    value, read back from the server, with the number of increments that were made.
+    """
+    start = await counter_value(kvs[0], key)
+    conflicts = [0] * len(kvs)
+
+    async def writer(i, kv):
+        for _ in range(times):
+            conflicts[i] += int(await step(kv, key) or 0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(writer(i, kv) for i, kv in enumerate(kvs)))
+    seconds = time.perf_counter() - t0
+    final = await counter_value(kvs[0], key)
+    return RaceResult(name or getattr(step, "__name__", "race"), start, final, len(kvs), times, conflicts, seconds)
+
+
+# ------------------------------------------------------------------------------ object store
+def digest_of(data: bytes) -> str:
+    """The object store's digest format for ``data``: ``SHA-256=`` and the URL-safe base64 hash."""
+    return "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def object_row(info) -> dict:
+    link = info.options.link if info.options is not None else None
+    return {"name": info.name, "size": info.size, "chunks": info.chunks,
+            "digest": (info.digest or "")[:20] + ("…" if info.digest else ""),
+            "description": info.description or "", "headers": info.headers or "",
+            "link": f"-> {link.bucket}/{link.name or '*'}" if link else "", "deleted": bool(info.deleted)}
+
+
+async def object_table(obs, include_deleted: bool = True) -> Table:
+    try:
+        infos = await obs.list(ignore_deletes=not include_deleted)
+    except jserr.NotFoundError:
+        infos = []
+    return Table((object_row(i) for i in infos), title="objects")
+
+
+def meta_subject(bucket: str, name: str) -> str:
+    """The subject that holds an object's metadata: ``$O.<bucket>.M.<base64 of the name>``."""
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+
+
+async def add_link(js, bucket: str, name: str, target_bucket: str, target_name: str) -> api.ObjectInfo:
+    """Store ``name`` in ``bucket`` as a link to the object ``target_bucket/target_name``.
+
+    nats-py 2.16 has no ``add_link``; a link is only a metadata message whose options name the
+    target, so this writes that message (what other clients' AddLink does).  ``get`` follows it.
+    """
+    target = await (await js.object_store(target_bucket)).get_info(target_name)
+    if target.is_link():
+        raise ValueError(f"{target_bucket}/{target_name} is itself a link; link to the object it names.")
+    info = api.ObjectInfo(name=name, bucket=bucket, nuid=NUID().next().decode(), size=0, chunks=0,
+                          mtime=_dt.datetime.now(_dt.timezone.utc).isoformat(), digest="",
+                          options=api.ObjectMetaOptions(link=api.ObjectLink(bucket=target_bucket, name=target_name)))
+    await js.publish(meta_subject(bucket, name), json.dumps(info.as_dict()).encode(),
+                     headers={api.Header.ROLLUP: "sub"})
+    return info
+
+
+__all__ = ["Table", "show", "entry_row", "history_table", "latest_entries", "bucket_table", "bucket_state",
+           "stream_view", "raw_messages", "Follower", "follow", "RaceResult", "counter_value", "race",
+           "digest_of", "object_row", "object_table", "meta_subject", "add_link"]

@@ -1,0 +1,96 @@
+"""The whole test suite, in phases, with one summary at the end (run by `./course test`).
+
+1. `natslab.labs --check`: labs/ is generated from solutions/ and up to date.
+2. `pytest tests`: unit, failure-handling and lab tests (Docker cases skip, and say so, without an engine).
+3. nbval over notebooks/ and solutions/ on the local backend.
+4. the same on the Docker backend (when an engine answers; a loud notice when not).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+NBVAL = ["-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-cell-timeout=240",
+         "--timeout=900", "notebooks", "solutions"]
+
+
+def banner(text: str) -> None:
+    line = "!" * 78
+    print(f"\n{line}\n!! {text}\n{line}\n", flush=True)
+
+
+def junit_counts(path: Path) -> dict:
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return counts
+    for suite in root.iter("testsuite"):
+        tests, fail, err, skip = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+        counts["failed"] += fail + err
+        counts["skipped"] += skip
+        counts["passed"] += tests - fail - err - skip
+    return counts
+
+
+def main(argv: list[str]) -> int:
+    os.chdir(ROOT)
+    env = dict(os.environ)
+    tmp = Path(tempfile.mkdtemp(prefix="natslab-suite-"))
+    env.setdefault("NATSLAB_PROGRESS", str(tmp / "progress.json"))
+    env["PYTHONUNBUFFERED"] = "1"
+
+    from natslab.backends.docker import engine_problem
+
+    problem = engine_problem(timeout=5.0)
+    if problem is None:
+        print("==> Docker engine answers: preparing the nats-server image", flush=True)
+        subprocess.run([PY, "-c", "import natslab.backends as b; print('image:', b.get('docker').image)"],
+                       env=env, check=False)
+    else:
+        banner(f"NO DOCKER ENGINE ({problem}): Docker tests and the Docker notebook run are SKIPPED")
+
+    phases = [
+        ("labs up to date", [PY, "-m", "natslab.labs", "--check"], {}, None),
+        ("unit, failure and lab tests", [PY, "-m", "pytest", "-p", "no:cacheprovider", "--timeout=900",
+                                         "-rs", "tests", *argv], {}, "tests"),
+        ("notebooks on the local backend", [PY, *NBVAL], {"NATSLAB_BACKEND": "local"}, "nb-local"),
+    ]
+    if problem is None:
+        phases.append(("notebooks on the Docker backend", [PY, *NBVAL], {"NATSLAB_BACKEND": "docker"}, "nb-docker"))
+
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    results = []
+    for title, cmd, extra_env, junit in phases:
+        print(f"\n==> {title}: {' '.join(cmd[1:])}", flush=True)
+        if junit:
+            cmd = cmd + [f"--junitxml={tmp / junit}.xml"]
+        start = time.monotonic()
+        rc = subprocess.run(cmd, env={**env, **extra_env}).returncode
+        took = time.monotonic() - start
+        counts = junit_counts(tmp / f"{junit}.xml") if junit else {"passed": int(rc == 0), "failed": int(rc != 0), "skipped": 0}
+        if junit and rc not in (0,) and counts["failed"] == 0:
+            counts["failed"] += 1  # a crash or a collection error counts as a failure
+        for k in totals:
+            totals[k] += counts[k]
+        results.append((title, rc, took, counts))
+
+    print("\n==> summary")
+    for title, rc, took, c in results:
+        print(f"  {'ok  ' if rc == 0 else 'FAIL'} {title:<34} {took:7.1f} s   "
+              f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped")
+    if problem is not None:
+        print(f"  SKIP notebooks on the Docker backend: no Docker engine ({problem})")
+    print(f"{totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
+    return 0 if all(rc == 0 for _, rc, _, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,62 @@
+"""The check framework: verdicts name exercise, expected, seen and hint; passes are recorded."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import natslab
+from natslab import checks
+
+
+def test_failure_is_an_assertion_with_expected_seen_and_hint():
+    async def wrong(nc):
+        await nc.publish("greetings.World", b"hello, NATS")
+
+    with pytest.raises(natslab.ExerciseFailed) as err:
+        asyncio.run(natslab.check("0.2", wrong))
+    assert isinstance(err.value, AssertionError)
+    text = str(err.value)
+    assert text.startswith("✗ Exercise 0.2 (publish a first message):")
+    assert "expected: subject greetings.world" in text and "seen:     subject greetings.World" in text
+    assert "hint:" in text
+    assert "#cf222e" in err.value.verdict._repr_html_()
+
+
+def test_unsolved_stub_says_not_yet_solved():
+    def stub():
+        raise NotImplementedError("exercise 0.1 is not solved yet")
+
+    with pytest.raises(natslab.ExerciseFailed, match="Exercise 0.1 .*not yet solved"):
+        asyncio.run(natslab.check("0.1", stub))
+
+
+def test_not_a_function_and_hanging_code_are_explained():
+    with pytest.raises(natslab.ExerciseFailed, match="is not a function"):
+        asyncio.run(natslab.check("0.4", 42))
+
+    async def hangs(nc):
+        await asyncio.sleep(3600)
+
+    async def quick():
+        return await checks.call_learner(hangs, None, timeout=0.2)
+    with pytest.raises(checks.Mismatch, match="did not finish"):
+        asyncio.run(quick())
+
+
+def test_pass_is_recorded_in_progress(tmp_path, monkeypatch):
+    monkeypatch.setenv("NATSLAB_PROGRESS", str(tmp_path / "p.json"))
+
+    def count(server):
+        return server.monitor("varz")["connections"]
+    verdict = asyncio.run(natslab.check("0.4", count))
+    assert verdict.passed and verdict.text().startswith("✓ Exercise 0.4")
+    assert "0.4" in json.loads((tmp_path / "p.json").read_text())
+    prog = natslab.progress()
+    assert "✓ 0.4" in repr(prog) and "· 0.1" in repr(prog)
+
+
+def test_unknown_exercise_is_a_clear_error():
+    with pytest.raises(natslab.NatslabError, match="no exercise"):
+        asyncio.run(natslab.check("99.9", print))
