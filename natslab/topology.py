@@ -42,6 +42,16 @@ def _wait_for(what: str, test, servers: list[Server], timeout: float) -> None:
         delay = min(delay * 1.5, 0.1)
 
 
+def _bring_up(topo, timeout: float, *conditions):
+    """Start every server, wait for each (what, test) condition, then for a JetStream meta leader."""
+    _start_all(topo.servers, timeout)
+    for what, test in conditions:
+        _wait_for(what, test, topo.servers, timeout)
+    if topo.jetstream:
+        topo.wait_for_meta_leader(timeout)
+    return topo
+
+
 class Topology:
     """Servers by name, with URLs for clients and clean-up for all of them."""
 
@@ -148,11 +158,7 @@ def cluster(size: int = 3, *, name: str = "c1", jetstream: bool | Mapping = True
     try:
         servers = _make_cluster(group, name, size, jetstream, config, prefix=f"{name}-n")
         topo = Cluster(group, servers, name, bool(jetstream))
-        _start_all(servers, timeout)
-        _wait_for("routes did not all connect", topo.routes_formed, servers, timeout)
-        if jetstream:
-            topo.wait_for_meta_leader(timeout)
-        return topo
+        return _bring_up(topo, timeout, ("routes did not all connect", topo.routes_formed))
     except BaseException:
         group.close()
         raise
@@ -215,12 +221,8 @@ def supercluster(clusters: Mapping[str, int] | list[str] = ("east", "west"), siz
                 if len(members) == 1:
                     s.cluster_name = None
         topo = SuperCluster(group, everyone, by_cluster, bool(jetstream))
-        _start_all(everyone, timeout)
-        _wait_for("routes did not all connect", topo.routes_formed, everyone, timeout)
-        _wait_for("gateways did not all connect", topo.gateways_formed, everyone, timeout)
-        if jetstream:
-            topo.wait_for_meta_leader(timeout)
-        return topo
+        return _bring_up(topo, timeout, ("routes did not all connect", topo.routes_formed),
+                         ("gateways did not all connect", topo.gateways_formed))
     except BaseException:
         group.close()
         raise
