@@ -9,9 +9,28 @@ from __future__ import annotations
 import asyncio
 
 import nats
+from nats.aio.client import PING_PROTO
 from nats.errors import NoServersError
 
 from .errors import NatslabError
+
+
+class Client(nats.NATS):
+    """nats-py's client with one ordering fix: ``flush()`` really waits for what came before.
+
+    nats-py 2.16 writes a flush's PING straight to the socket while earlier commands (a SUB, a
+    PUB) may still sit in its pending buffer, so the server can answer PONG before it has seen
+    them, and a "subscribe, flush, publish from elsewhere" sequence sometimes loses the message.
+    Queuing the PING behind the pending commands restores the order flush promises.
+    """
+
+    async def _send_ping(self, future=None) -> None:
+        if future is None:
+            future = asyncio.Future()
+        self._pongs.append(future)
+        self._pending.append(PING_PROTO)
+        self._pending_data_size += len(PING_PROTO)
+        await self._flush_pending()
 
 
 class ConnectFailed(NatslabError):
@@ -84,7 +103,7 @@ async def connect(target=None, *, quiet: bool = False, timeout: float = 15.0, **
 
     errors: list[BaseException] = []
     user_cb = options.pop("error_cb", None)
-    nc = nats.NATS()
+    nc = Client()
     refused = asyncio.Event()
 
     async def error_cb(exc):
