@@ -1,5 +1,7 @@
-"""How messages fan out to subscribers: a live view of a queue group's spread, and a client
-that stops reading (to make the server's slow-consumer protection visible).
+"""How messages fan out to subscribers: a live view of a queue group's spread, a bare
+protocol client (to see the wire format, or to stop reading and become a slow consumer),
+``ready(nc)``, which waits until the server has processed what a connection sent, and
+``until(condition)``, which waits for a real condition instead of sleeping.
 
     spread = Spread(["a", "b", "c"])
     spread                      # live bars in Jupyter (text in a terminal)
@@ -9,6 +11,7 @@ that stops reading (to make the server's slow-consumer protection visible).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections import Counter
@@ -107,38 +110,49 @@ class Spread:
         right.set_title("who handled each message")
         for pos, label in self.marks:
             right.axvline(pos + 0.5, color="#cf222e", linestyle="--")
-            right.annotate(label, (pos + 0.5, len(self.members) - 0.5), color="#cf222e",
-                           xytext=(4, 0), textcoords="offset points")
+            right.text(pos + 0.5, len(self.members) - 0.45, f" {label}", color="#cf222e", va="center")
+        right.set_ylim(-0.5, len(self.members) - 0.2)
         fig.suptitle(title)
         fig.tight_layout()
         return fig
 
 
-class StuckClient:
-    """A real client (plain NATS protocol over TCP) that subscribes and then never reads again.
+class RawClient:
+    """A real client speaking the plain NATS text protocol over a TCP socket.
 
-    This is what a frozen process, or an event loop blocked inside a callback, looks like to
-    the server: bytes pile up in the server's buffer for this connection until it passes the
-    server's ``max_pending`` and the server cuts the client off as a slow consumer.
+    It subscribes to ``subject`` and then only reads when asked: ``read()`` returns the raw
+    protocol text the server sent (``MSG``/``HMSG`` lines, header blocks, payloads).  A raw
+    client that never reads is what a frozen process, or an event loop blocked inside a
+    callback, looks like to the server: bytes pile up in the server's buffer for this
+    connection until they pass its ``max_pending`` and the server cuts the client off as a
+    slow consumer.
     """
 
-    def __init__(self, srv, subject: str, name: str = "stuck-client"):
+    def __init__(self, srv, subject: str, name: str = "raw-client"):
         self.name = name
         self.sock = socket.create_connection(("127.0.0.1", srv.ports["client"]), timeout=5)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self._read_until(b"\r\n")  # INFO {...}
-        connect = {"verbose": False, "pedantic": False, "name": name, "lang": "raw-socket", "version": "0"}
+        self._read_until(b"\r\n")  # the server's INFO line
+        connect = {"verbose": False, "pedantic": False, "headers": True, "name": name,
+                   "lang": "raw-socket", "version": "0"}
         self.sock.sendall(f"CONNECT {json.dumps(connect)}\r\nSUB {subject} 1\r\nPING\r\n".encode())
-        self._read_until(b"PONG\r\n")  # the server has the subscription; from now on we stop reading
+        self._read_until(b"PONG\r\n")  # the server has the subscription
 
-    def _read_until(self, end: bytes) -> bytes:
+    def _read_until(self, end: bytes, timeout: float = 5.0) -> bytes:
+        self.sock.settimeout(timeout)
         data = b""
         while not data.endswith(end):
-            chunk = self.sock.recv(4096)
+            chunk = self.sock.recv(65536)
             if not chunk:
                 raise ConnectionError(f"the server closed the connection (read so far: {data[:200]!r})")
             data += chunk
         return data
+
+    def read(self, timeout: float = 5.0) -> str:
+        """Send PING and return everything the server sent before its PONG (the PONG excluded)."""
+        self.sock.sendall(b"PING\r\n")
+        data = self._read_until(b"PONG\r\n", timeout)
+        return data[: -len(b"PONG\r\n")].decode(errors="replace")
 
     def close(self) -> None:
         try:
@@ -151,3 +165,36 @@ class StuckClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+async def ready(*connections, timeout: float = 10.0) -> None:
+    """Wait until the server has processed everything each connection has sent so far.
+
+    That is what ``await nc.flush()`` promises, but nats-py 2.16 writes the PING of ``flush``
+    straight to the socket, ahead of commands still waiting in the client's buffer, so the
+    server can answer PONG before it has read the last ``SUB`` or ``PUB``.  Here the client
+    first hands its whole buffer to the socket (``pending_data_size`` drops to 0) and only then
+    flushes: the PING travels behind everything, and the PONG proves the server has it all.
+    Anything the server sent these connections before that has arrived too.
+    """
+    for nc in connections:
+        await nc.flush(timeout=timeout)          # kicks the client's writer task
+        await until(lambda: nc.pending_data_size == 0, timeout)
+        await nc.flush(timeout=timeout)          # this PING follows everything sent before
+
+
+async def until(condition, timeout: float = 10.0, *, error: bool = True) -> bool:
+    """Wait until ``condition()`` is true, checking every 10 ms, for at most ``timeout`` seconds.
+
+    Returns True; on timeout raises ``TimeoutError`` (or returns False with ``error=False``).
+    For waiting on a real condition (a count reached, a client reconnected) instead of sleeping.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            if error:
+                raise TimeoutError(f"the condition was still false after {timeout:g} s")
+            return False
+        await asyncio.sleep(0.01)
+    return True

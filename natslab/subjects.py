@@ -181,6 +181,29 @@ async def server_delivers(nc, pattern: str, subject: str, timeout: float = 5.0) 
         await marker.unsubscribe()
 
 
+async def compare(nc, patterns, subject_list) -> str:
+    """A table: for each pattern and subject, the rules' answer and the server's, side by side.
+
+    ``✓`` / ``·`` is what the rules in ``match`` say; a ``!`` marks a cell where the server
+    (a real subscription and a real message) disagreed with them.
+    """
+    width = max(len(p) for p in patterns) + 2
+    cols = [max(len(s), 3) for s in subject_list]
+    lines = [" " * width + "  ".join(s.ljust(c) for s, c in zip(subject_list, cols))]
+    disagreements = 0
+    for p in patterns:
+        cells = []
+        for s, c in zip(subject_list, cols):
+            rule = matches(p, s)
+            server = await server_delivers(nc, p, s)
+            disagreements += rule != server
+            cells.append((("✓" if rule else "·") + ("!" if rule != server else "")).ljust(c))
+        lines.append(p.ljust(width) + "  ".join(cells))
+    lines.append(f"(✓ match, · no match; the server was asked {len(patterns) * len(subject_list)} times and "
+                 f"disagreed with the rules {disagreements} times)")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------ the widget
 class SubjectMatcher:
     """Type a subject and a pattern; see the rule-by-rule answer and the server's answer.

@@ -13,6 +13,7 @@ import uuid
 import nats.errors
 
 from ..checks import Mismatch, call_learner, exercise, expect
+from ..fanout import ready, until
 from . import client, scratch_server
 
 
@@ -20,14 +21,8 @@ def _tok(n: int = 6) -> str:
     return uuid.uuid4().hex[:n]
 
 
-async def _until(cond, timeout: float, step: float = 0.02) -> bool:
-    """Poll ``cond()`` (sync) until it is true or ``timeout`` passes; returns the last answer."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(step)
-    return True
+async def _until(cond, timeout: float) -> bool:
+    return await until(cond, timeout, error=False)
 
 
 async def _drain_sub(sub) -> list:
@@ -46,9 +41,8 @@ async def _after_everything_from(pub, sub_nc, timeout: float = 5.0) -> None:
     subject = f"_CHECK.marker.{_tok(12)}"
     marker = await sub_nc.subscribe(subject)
     try:
-        await sub_nc.flush()
+        await ready(sub_nc)
         await pub.publish(subject, b"")
-        await pub.flush()
         await marker.next_msg(timeout=timeout)
     finally:
         await marker.unsubscribe()
@@ -92,9 +86,9 @@ async def route_by_wildcard(route):
 
         await chk.subscribe("alerts.>", cb=keep)
         await chk.subscribe("archive.>", cb=keep)
-        await chk.flush()
+        await ready(chk)
         await call_learner(route, nc, what="route(nc)")
-        await nc.flush()
+        await ready(nc)
         payloads = {}
         for subject, _ in cases:
             payloads[subject] = f"reading-{_tok(8)}".encode()
@@ -105,7 +99,7 @@ async def route_by_wildcard(route):
             data = f"marker-{_tok(8)}".encode()
             marker_data.add(data)
             await chk.publish(marker, data)
-        await chk.flush()
+        await ready(chk)
 
         def both_markers() -> bool:
             return marker_data <= {m.data for m in got}
@@ -144,7 +138,7 @@ async def upper_service(start_service):
     subject = f"svc.upper.{_tok()}"
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, client(srv, name="service") as nc:
         await call_learner(start_service, nc, subject, what="start_upper_service(nc, subject)")
-        await nc.flush()
+        await ready(nc)
         words = [f"{random.choice(['hello', 'nats', 'reply', 'queue'])}-{_tok(5)}" for _ in range(12)]
 
         async def ask(word):
@@ -182,7 +176,7 @@ async def request_outcomes(ask):
 
         await chk.subscribe(echo, cb=reverse)
         silent_sub = await chk.subscribe(silent)
-        await chk.flush()
+        await ready(chk)
         text = f"ping-{_tok(8)}"
         got = await call_learner(ask, nc, echo, text, what=f"ask(nc, {echo!r}, {text!r})")
         expect(got == text[::-1], "with a responder, ask() must return the reply's text.",
@@ -214,7 +208,7 @@ async def queue_workers(start_workers):
     jobs = 60
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, client(srv, name="workers") as nc:
         await call_learner(start_workers, nc, subject, n, what=f"start_workers(nc, {subject!r}, {n})")
-        await nc.flush()
+        await ready(nc)
         subs = _subs_on(srv, subject)
         groups = {s.get("qgroup") for s in subs}
         expect(len(subs) == n, f"the server sees a different number of subscriptions on {subject!r}.",
@@ -231,7 +225,7 @@ async def queue_workers(start_workers):
         payloads = {str(i): f"job-{i}-{_tok(4)}".encode() for i in range(jobs)}
         for i, data in payloads.items():
             await chk.publish(subject, data, reply=f"{inbox}.{i}")
-        await chk.flush()
+        await ready(chk)
         got: dict[str, list] = {}
         deadline = time.monotonic() + 10
         while len(got) < jobs and time.monotonic() < deadline:
@@ -266,10 +260,10 @@ async def headers_and_json(publish_order):
     items = [{"sku": f"sku-{_tok(4)}", "qty": random.randint(1, 9)} for _ in range(random.randint(1, 3))]
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, client(srv) as nc:
         sub = await chk.subscribe(subject)
-        await chk.flush()
+        await ready(chk)
         await call_learner(publish_order, nc, subject, order_id, items, trace_id,
                            what="publish_order(nc, subject, order_id, items, trace_id)")
-        await nc.flush()
+        await ready(nc)
         try:
             msg = await sub.next_msg(timeout=3)
         except asyncio.TimeoutError:
@@ -316,10 +310,10 @@ async def chunked(send_large):
         expect(nc.max_payload == limit, "checker set-up: the server did not apply max_payload.",
                expected=limit, seen=nc.max_payload)
         sub = await chk.subscribe(subject)
-        await chk.flush()
+        await ready(chk)
         cid = nc.client_id
         too_big = (f"a message bigger than the server's max_payload ({limit} bytes, headers included) reached the "
-                   "server, which closed the connection (Maximum Payload Violation).")
+                   "server, which closed the connection.")
         room = (f"size each chunk from nc.max_payload ({limit} here) minus room for the headers, which count "
                 "toward the limit too (say 512 bytes).")
         try:
@@ -330,9 +324,9 @@ async def chunked(send_large):
                                expected=f"every message at most {limit} bytes", seen=m.seen, hint=room)
             raise
         try:
-            await nc.flush(timeout=3)
+            await ready(nc, timeout=3)  # behind every chunk: the server has judged them all
         except (nats.errors.Error, asyncio.TimeoutError):
-            pass
+            pass  # the server closed the connection; its reason is below
         reasons = [c.get("reason", "") for c in srv.monitor("connz", state="closed").get("connections", [])
                    if c.get("cid") == cid]
         expect(not any("Payload" in r for r in reasons), too_big, expected=f"every message at most {limit} bytes",
@@ -388,7 +382,7 @@ async def scatter_gather(gather_quotes):
             name = f"vendor{i}"
             prices[name] = round(random.uniform(10, 99), 2)
             subs.append(await chk.subscribe(subject, cb=responder(name, True)))
-        await chk.flush()
+        await ready(chk)
         got = await call_learner(gather_quotes, nc, subject, k, 3.0,
                                  what=f"gather_quotes(nc, subject, expected={k}, max_wait=3.0)")
         want = sorted(prices.values())
@@ -407,7 +401,7 @@ async def scatter_gather(gather_quotes):
         asked.clear()
         for i in range(k):
             await chk.subscribe(subject, cb=responder(f"vendor{i}", i != 0))
-        await chk.flush()
+        await ready(chk)
         got = await call_learner(gather_quotes, nc, subject, k, 0.5,
                                  what=f"gather_quotes(nc, subject, expected={k}, max_wait=0.5) with one silent vendor")
         want = sorted(v for n, v in prices.items() if n != "vendor0")
@@ -435,7 +429,7 @@ async def survive_restart(resilient_client):
             expect("resilient" in names, "the server sees no connection named 'resilient'.",
                    expected="name: resilient in /connz", seen=f"names: {names}", hint='pass name="resilient".')
             sub = await nc.subscribe(subject)
-            await nc.flush()
+            await ready(nc)
             await asyncio.to_thread(srv.stop)
             await _until(lambda: not nc.is_connected, 10)
             expect(await _until(lambda: "disconnected" in events, 5),
@@ -473,9 +467,10 @@ async def survive_restart(resilient_client):
             expect(got == buffered, "messages published while the server was down did not all arrive after "
                    "the reconnect.", expected=[b.decode() for b in buffered], seen=[g.decode() for g in got],
                    hint="don't flush or close the connection in the callbacks; the client sends its buffer itself.")
+            await ready(nc)  # the client has re-subscribed on the new server process
             async with client(srv) as chk:
                 await chk.publish(subject, b"after-restart")
-                await chk.flush()
+                await ready(chk)
                 try:
                     after = (await sub.next_msg(timeout=5)).data
                 except asyncio.TimeoutError:
@@ -504,10 +499,10 @@ async def drain_cleanly(stop_worker):
             done.append(msg.data)
 
         sub = await nc.subscribe(subject, cb=handle)
-        await nc.flush()
+        await ready(nc)
         for i in range(total):
             await chk.publish(subject, f"{i}".encode())
-        await chk.flush()
+        await ready(chk)
         await _until(lambda: sub.delivered >= total, 10)
         expect(sub.delivered >= total, "checker set-up: the worker did not receive the backlog.",
                expected=total, seen=sub.delivered)
