@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import nats.js.errors as jserr
 from nats.js import api
+from nats.js.kv import KeyValue
 from nats.nuid import NUID
 
 _MARKERS = ("DEL", "PURGE")
@@ -91,43 +92,87 @@ def entry_row(entry) -> dict:
 
 
 # ------------------------------------------------------------------------------ KV views
-async def _collect(watcher, timeout: float = 5.0) -> list:
-    """Entries a watcher delivers up to its end-of-initial-values marker (None); then stop it."""
-    entries = []
-    try:
-        while True:
-            entry = await watcher.updates(timeout=timeout)
-            if entry is None:
-                return entries
-            entries.append(entry)
-    finally:
-        await watcher.stop()
+# These read the bucket's stream directly (message get by subject) rather than through a
+# watcher: a watcher's end-of-initial-values marker is decided by the client from the
+# consumer's pending count, which can briefly read 0 while entries are still on their way.
+def _kv_parts(kv):
+    """(js, stream, subject prefix, bucket) of a nats-py 2.16 KeyValue handle."""
+    return kv._js, kv._stream, kv._pre, kv._name
+
+
+def _operation(headers) -> str | None:
+    headers = headers or {}
+    if headers.get("KV-Operation") in _MARKERS:
+        return headers["KV-Operation"]
+    reason = headers.get("Nats-Marker-Reason")  # markers the server writes itself (2.11+)
+    return {"MaxAge": "PURGE", "Purge": "PURGE", "Remove": "DEL"}.get(reason)
+
+
+def _entry(kv, msg) -> KeyValue.Entry:
+    _, _, pre, bucket = _kv_parts(kv)
+    op = _operation(msg.headers)
+    return KeyValue.Entry(bucket=bucket, key=msg.subject[len(pre):], value=b"" if op else (msg.data or b""),
+                          revision=msg.seq, delta=None, created=msg.time, operation=op)
+
+
+async def history_entries(kv, key: str) -> list:
+    """Every revision the bucket still keeps for ``key``, oldest first, markers included."""
+    js, stream, pre, _ = _kv_parts(kv)
+    entries, seq = [], 1
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=pre + key, next=True)
+        except jserr.NotFoundError:
+            return entries
+        entries.append(_entry(kv, msg))
+        seq = msg.seq + 1
 
 
 async def history_table(kv, key: str) -> Table:
     """Every revision the bucket still keeps for ``key``, oldest first."""
-    try:
-        entries = await kv.history(key)
-    except jserr.NoKeysError:
-        entries = []
-    return Table((entry_row(e) for e in entries), title=f"history of {key!r}")
+    return Table((entry_row(e) for e in await history_entries(kv, key)), title=f"history of {key!r}")
 
 
 async def latest_entries(kv, keys: str = ">") -> list:
     """The latest entry of every key matching ``keys``, delete and purge markers included."""
-    return await _collect(await kv.watch(keys))
+    js, stream, pre, _ = _kv_parts(kv)
+    info = await js.stream_info(stream, subjects_filter=pre + keys)
+    entries = []
+    for subject in info.state.subjects or {}:
+        try:
+            entries.append(_entry(kv, await js.get_msg(stream, subject=subject)))
+        except jserr.NotFoundError:
+            pass  # expired between the two requests
+    return sorted(entries, key=lambda e: e.revision)
 
 
 async def bucket_table(kv, keys: str = ">", include_deletes: bool = True) -> Table:
     """The latest entry of each key, ordered by revision (markers shown unless excluded)."""
-    rows = [entry_row(e) for e in sorted(await latest_entries(kv, keys), key=lambda e: e.revision)
+    rows = [entry_row(e) for e in await latest_entries(kv, keys)
             if include_deletes or (e.operation or "PUT") not in _MARKERS]
-    return Table(rows, title=f"bucket {getattr(kv, '_name', '')!r}, latest entry per key".replace("'' ", ""))
+    return Table(rows, title=f"latest entry of each key matching {keys!r}")
 
 
 async def bucket_state(kv, keys: str = ">") -> dict[str, bytes]:
     """Current values of the live keys (deleted and purged keys left out)."""
     return {e.key: e.value for e in await latest_entries(kv, keys) if (e.operation or "PUT") not in _MARKERS}
+
+
+async def wait_until_gone(kv, key: str, timeout: float = 5.0, every: float = 0.1) -> float:
+    """Poll until ``get(key)`` raises KeyNotFoundError (expired or removed); return the seconds it took.
+
+    TTL expiry happens on the server's own schedule, so ask the server, up to ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        try:
+            await kv.get(key)
+        except jserr.KeyNotFoundError:
+            return loop.time() - start
+        if loop.time() - start > timeout:
+            raise TimeoutError(f"{key!r} was still there after {timeout:g} s")
+        await asyncio.sleep(every)
 
 
 def _enum(v):
@@ -147,6 +192,18 @@ async def stream_view(js, stream: str) -> dict:
         "per_subject": dict(sorted((s.subjects or {}).items())),
     }
     return {k: v for k, v in view.items() if v is not None}
+
+
+async def consumers_view(js, stream: str) -> list[dict]:
+    """The consumers the server has on ``stream`` (watchers are ordered consumers), key settings only."""
+    rows = []
+    for ci in await js.consumers_info(stream):
+        c = ci.config
+        rows.append({"name": ci.name, "deliver_policy": _enum(c.deliver_policy), "ack_policy": _enum(c.ack_policy),
+                     "filter_subject": c.filter_subject, "flow_control": c.flow_control,
+                     "delivered_stream_seq": ci.delivered.stream_seq if ci.delivered else None,
+                     "num_pending": ci.num_pending})
+    return rows
 
 
 async def raw_messages(js, stream: str, limit: int = 50) -> Table:
@@ -187,6 +244,7 @@ class Follower:
         self._watcher = None
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
+        self._initial_due = True
         self._changed = asyncio.Condition()
         self.error: BaseException | None = None
         self._finished = False
@@ -201,6 +259,10 @@ class Follower:
         self._render()
 
     async def start(self, timeout: float = 5.0) -> "Follower":
+        js, stream, pre, _ = _kv_parts(self.kv)
+        # The initial values end with the entry that has nothing pending after it (delta 0), or
+        # at once when nothing matches: do not rely on the client's None marker alone (see above).
+        self._initial_due = bool((await js.stream_info(stream, subjects_filter=pre + self.keys)).state.subjects)
         self._watcher = await self.kv.watch(self.keys)
         self._task = asyncio.ensure_future(self._run())
         try:
@@ -212,12 +274,16 @@ class Follower:
 
     async def _run(self) -> None:
         try:
+            none_seen = False
             async for entry in self._watcher:
-                if entry is None:
+                if entry is not None:
+                    await self._apply(entry)
+                    if entry.delta == 0:
+                        self._initial_due = False
+                none_seen = none_seen or entry is None
+                if none_seen and not self._initial_due and not self._ready.is_set():
                     self.initial = sorted(self.values)
                     self._ready.set()
-                    continue
-                await self._apply(entry)
         except Exception as exc:  # shown in the summary instead of vanishing in a task
             self.error = exc
         finally:
@@ -293,7 +359,7 @@ class Follower:
     def summary(self) -> str:
         vals = ", ".join(f"{k}={v!r}" for k, v in sorted(self.values.items())) or "(no keys)"
         err = f"; error: {self.error!r}" if self.error else ""
-        return f"following {self.keys!r}: {vals} (last revision {self.revision}, {len(self.log)} updates{err})"
+        return f"following {self.keys!r}: {vals} (last revision {self.revision}, {len(self.log)} entries applied{err})"
 
     def __repr__(self) -> str:
         return self.summary()
@@ -337,7 +403,8 @@ class RaceResult:
 
     def __repr__(self) -> str:
         verdict = "correct" if self.lost == 0 else f"{self.lost} increments LOST"
-        return (f"{self.name}: {self.writers} writers x {self.times} increments from {self.start}: "
+        writers = f"{self.writers} writer{'s' if self.writers != 1 else ''}"
+        return (f"{self.name}: {writers} x {self.times} increments from {self.start}: "
                 f"final {self.final}, expected {self.expected} -> {verdict}; "
                 f"conflicts retried per writer: {self.conflicts} ({self.seconds:.2f} s)")
 
@@ -369,17 +436,41 @@ async def race(kvs: list, key: str, step: Callable, times: int = 25, name: str |
     return RaceResult(name or getattr(step, "__name__", "race"), start, final, len(kvs), times, conflicts, seconds)
 
 
+def plot_races(*results: RaceResult):
+    """Bar chart: increments expected versus found on the server, and conflicts retried, per race."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.8 + 1.6 * len(results)), 3.2))
+    xs = range(len(results))
+    ax.bar([x - 0.27 for x in xs], [r.expected for r in results], 0.27, label="increments made", color="#8c959f")
+    ax.bar(list(xs), [r.final for r in results], 0.27, label="counter on the server", color="#1a7f37")
+    ax.bar([x + 0.27 for x in xs], [sum(r.conflicts) for r in results], 0.27, label="conflicts retried", color="#bf8700")
+    ax.set_xticks(list(xs), [r.name for r in results])
+    top = max(max(r.expected, r.final, sum(r.conflicts)) for r in results)
+    ax.set_ylim(0, top * 1.3)
+    ax.legend(loc="upper center", ncol=3, fontsize="small", frameon=False)
+    ax.set_title("lost updates: final value versus increments made")
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------ object store
 def digest_of(data: bytes) -> str:
     """The object store's digest format for ``data``: ``SHA-256=`` and the URL-safe base64 hash."""
     return "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
 
 
+def _headers(headers) -> str:
+    """Object headers (values are lists of strings) as ``Name=value, ...``."""
+    items = ((k, ",".join(v) if isinstance(v, list) else str(v)) for k, v in (headers or {}).items())
+    return show(", ".join(f"{k}={v}" for k, v in items).encode(), 60)
+
+
 def object_row(info) -> dict:
     link = info.options.link if info.options is not None else None
     return {"name": info.name, "size": info.size, "chunks": info.chunks,
             "digest": (info.digest or "")[:20] + ("…" if info.digest else ""),
-            "description": info.description or "", "headers": info.headers or "",
+            "description": info.description or "", "headers": _headers(info.headers),
             "link": f"-> {link.bucket}/{link.name or '*'}" if link else "", "deleted": bool(info.deleted)}
 
 
@@ -413,6 +504,6 @@ async def add_link(js, bucket: str, name: str, target_bucket: str, target_name: 
     return info
 
 
-__all__ = ["Table", "show", "entry_row", "history_table", "latest_entries", "bucket_table", "bucket_state",
-           "stream_view", "raw_messages", "Follower", "follow", "RaceResult", "counter_value", "race",
+__all__ = ["Table", "show", "entry_row", "history_entries", "history_table", "latest_entries", "bucket_table", "bucket_state", "wait_until_gone",
+           "stream_view", "consumers_view", "raw_messages", "Follower", "follow", "RaceResult", "counter_value", "race", "plot_races",
            "digest_of", "object_row", "object_table", "meta_subject", "add_link"]

@@ -18,7 +18,7 @@ import nats.js.errors as jserr
 from nats.js.kv import KeyValue
 
 from ..checks import Mismatch, Unsolved, call_learner, exercise, expect
-from ..kvstore import digest_of, meta_subject
+from ..kvstore import digest_of, history_entries, meta_subject
 from . import client, scratch_server
 
 
@@ -65,6 +65,27 @@ async def _until(cond, timeout: float, step: float = 0.05) -> bool:
         if ok or loop.time() > deadline:
             return bool(ok)
         await asyncio.sleep(step)
+
+
+async def _bucket_config(js, name: str):
+    """The config of bucket ``name``'s stream, as the server has it; a verdict if there is none."""
+    try:
+        return (await js.stream_info(f"KV_{name}")).config
+    except jserr.NotFoundError:
+        streams = [si.config.name for si in await js.streams_info()]
+        raise Mismatch(f"the server has no bucket named {name!r}.", expected=f"stream KV_{name}",
+                       seen=f"streams: {streams}", hint="use the name you are given: create_key_value(bucket=name, ...).")
+
+
+async def _returned_handle(kv, js, name: str, fn: str, key: str) -> None:
+    """The learner returned a KeyValue handle of bucket ``name``: a put through it reaches that bucket."""
+    expect(isinstance(kv, KeyValue), f"{fn} must return the bucket handle.", expected="a nats.js.kv.KeyValue",
+           seen=f"{type(kv).__name__}: {kv!r}"[:100], hint="return the value of await js.create_key_value(...).")
+    token = _token().encode()
+    await call_learner(kv.put, key, token, what="put through the handle you returned")
+    seen, _ = await _value(await js.key_value(name), key)
+    expect(seen == token, "a put through the returned handle did not reach the bucket.", expected=token, seen=seen,
+           hint="return the handle of the bucket you created, not of another one.")
 
 
 class Meddling(KeyValue):
@@ -125,27 +146,13 @@ async def flags_bucket(create_flags_bucket):
         js, name = nc.jetstream(), f"flags_{_token(6)}"
         kv = await call_learner(create_flags_bucket, learner.jetstream(), name,
                                 what=f"create_flags_bucket(js, {name!r})")
-        try:
-            info = await js.stream_info(f"KV_{name}")
-        except jserr.NotFoundError:
-            streams = [s.config.name for s in await js.streams_info()]
-            raise Mismatch(f"the server has no bucket named {name!r}.", expected=f"stream KV_{name}",
-                           seen=f"streams: {streams}", hint="use the name you are given: create_key_value(bucket=name, ...).")
-        c = info.config
+        c = await _bucket_config(js, name)
         expect(c.max_msgs_per_subject == 10, "the bucket keeps the wrong number of revisions per key.",
                expected="history 10 (stream max_msgs_per_subject: 10)", seen=f"max_msgs_per_subject: {c.max_msgs_per_subject}",
                hint="pass history=10 to create_key_value.")
         expect(c.max_msg_size == 256, "values are not limited to 256 bytes.", expected="max_value_size 256 (stream max_msg_size: 256)",
                seen=f"max_msg_size: {c.max_msg_size}", hint="pass max_value_size=256 to create_key_value.")
-        expect(isinstance(kv, KeyValue), "create_flags_bucket must return the bucket handle.",
-               expected="a nats.js.kv.KeyValue", seen=f"{type(kv).__name__}: {kv!r}"[:100],
-               hint="return the value of await js.create_key_value(...).")
-        token = _token()
-        await call_learner(kv.put, "flags.probe", token.encode(), what="put through the handle you returned")
-        mine = await js.key_value(name)
-        seen, _ = await _value(mine, "flags.probe")
-        expect(seen == token.encode(), "a put through the returned handle did not reach the bucket.",
-               expected=token, seen=seen, hint="return the handle of the bucket you created, not of another one.")
+        await _returned_handle(kv, js, name, "create_flags_bucket", "flags.probe")
         return f"the server keeps bucket {name!r} as stream KV_{name} with 10 revisions per key and values up to 256 bytes."
 
 
@@ -354,25 +361,17 @@ async def session_store(open_session_store):
         js, name, ttl = nc.jetstream(), f"sessions_{_token(6)}", random.choice((1.0, 1.5))
         kv = await call_learner(open_session_store, learner.jetstream(), name, ttl,
                                 what=f"open_session_store(js, {name!r}, {ttl})")
-        try:
-            info = await js.stream_info(f"KV_{name}")
-        except jserr.NotFoundError:
-            raise Mismatch(f"the server has no bucket named {name!r}.", expected=f"stream KV_{name}", seen="no such stream",
-                           hint="create_key_value(bucket=name, ...) with the name you are given.")
-        age = info.config.max_age or 0
+        config = await _bucket_config(js, name)
+        age = config.max_age or 0
         expect(abs(age - ttl) < 0.01, "entries in the bucket do not expire after the given TTL.",
                expected=f"ttl {ttl} s (stream max_age {ttl})", seen=f"max_age {age} s",
                hint="pass ttl=ttl (seconds) to create_key_value.")
-        expect(info.config.max_msgs_per_subject == 1, "the bucket keeps old revisions of sessions.",
-               expected="history 1", seen=f"history {info.config.max_msgs_per_subject}",
+        expect(config.max_msgs_per_subject == 1, "the bucket keeps old revisions of sessions.",
+               expected="history 1", seen=f"history {config.max_msgs_per_subject}",
                hint="a session store needs only the latest value; leave history at its default, 1.")
-        expect(isinstance(kv, KeyValue), "open_session_store must return the bucket handle.", expected="a KeyValue",
-               seen=f"{type(kv).__name__}"[:60], hint="return the value of await js.create_key_value(...).")
-        sid, user = f"s{_token()}", _token().encode()
-        await call_learner(kv.put, sid, user, what="put through the handle you returned")
+        sid = f"s{_token()}"
+        await _returned_handle(kv, js, name, "open_session_store", sid)
         mine = await js.key_value(name)
-        expect((await _value(mine, sid))[0] == user, "a session put through the returned handle is not in the bucket.",
-               expected=user, seen=(await _value(mine, sid))[0], hint="return the handle of the bucket you created.")
         gone = await _until(lambda: _gone(mine, sid), ttl + 5, 0.1)
         expect(gone, "a session did not expire.", expected=f"gone about {ttl} s after it was written",
                seen=f"still there after {ttl + 5:.0f} s", hint="set the bucket's ttl.")
@@ -449,7 +448,7 @@ async def restore_revision(restore):
         await kv.delete(key)
 
         async def history():
-            return [(e.revision, e.operation, e.value) for e in await kv.history(key)]
+            return [(e.revision, e.operation, e.value) for e in await history_entries(kv, key)]
 
         for target in (1, 0):
             before = await history()
