@@ -98,17 +98,22 @@ async def call_learner(fn: Callable, *args, timeout: float = 20.0, what: str = "
     try:
         result = fn(*args)
         if inspect.isawaitable(result):
-            result = await asyncio.wait_for(result, timeout)
+            # A hang is a task still running at the deadline; a TimeoutError the learner's own
+            # code raised (an empty fetch, a request with no reply) is an exception like any other.
+            task = asyncio.ensure_future(result)
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                task.cancel()
+                raise Mismatch(f"{what} did not finish within {timeout:.0f} s.", expected="it returns",
+                               seen="still running",
+                               hint="an await that never completes? (a subscription waiting for a message "
+                                    "that never comes, a request with no responder, a missing flush)")
+            result = task.result()
         return result
     except NotImplementedError:
         raise Unsolved("not yet solved: the exercise still raises NotImplementedError.",
                        expected="your code in place of the stub", seen="the stub",
                        hint="replace the lines under `# YOUR CODE HERE` with your solution, run that cell, then this check.")
-    except asyncio.TimeoutError:
-        raise Mismatch(f"{what} did not finish within {timeout:.0f} s.", expected="it returns",
-                       seen="still running",
-                       hint="an await that never completes? (a subscription waiting for a message that "
-                            "never comes, a request with no responder, a missing flush)")
     except (Mismatch, NatslabError):
         raise
     except Exception as exc:

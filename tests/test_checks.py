@@ -45,6 +45,16 @@ def test_not_a_function_and_hanging_code_are_explained():
         asyncio.run(quick())
 
 
+def test_a_timeout_raised_by_learner_code_is_not_called_a_hang():
+    async def gives_up(nc):
+        raise asyncio.TimeoutError()
+
+    async def quick():
+        return await checks.call_learner(gives_up, None, timeout=5)
+    with pytest.raises(checks.Mismatch, match="raised TimeoutError"):
+        asyncio.run(quick())
+
+
 def test_pass_is_recorded_in_progress(tmp_path, monkeypatch):
     monkeypatch.setenv("NATSLAB_PROGRESS", str(tmp_path / "p.json"))
 
