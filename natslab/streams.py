@@ -25,7 +25,6 @@ import json
 import time
 from typing import Any, Iterable
 
-import nats.errors
 from nats.js.errors import NotFoundError
 
 UNLIMITED_KEYS = ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject", "max_msg_size",
@@ -180,12 +179,30 @@ async def fetch_all(psub, batch: int = 10, timeout: float = 0.5, ack: bool = Fal
     while True:
         try:
             msgs = await psub.fetch(batch, timeout=timeout)
-        except nats.errors.TimeoutError:
+        except asyncio.TimeoutError:  # nats.errors.TimeoutError is a subclass
             return got
         for m in msgs:
             if ack:
                 await m.ack()
             got.append(m)
+
+
+async def wait_until(condition, timeout: float = 10.0, what: str = "the condition", interval: float = 0.05):
+    """Poll ``condition`` (a function, sync or async) until it returns a true value; return it.
+
+    For things that happen on the server's own schedule (a mirror catching up, an age limit
+    expiring, a client reconnecting).  Raises TimeoutError naming ``what`` after ``timeout`` s.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout:g} s")
+        await asyncio.sleep(interval)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -322,6 +339,7 @@ class ConsumerView:
     async def refresh(self) -> "ConsumerView":
         """Read the consumer and the stream from the server and redraw."""
         async with self._refresh_lock:
+            await self._settle()
             info = await self.js.consumer_info(self.stream, self.consumer)
             self.stream_state = (await self.js.stream_info(self.stream)).state
             self.info = info
@@ -337,6 +355,15 @@ class ConsumerView:
             if self.widget is not None:
                 self.widget.value = self.html()
         return self
+
+    async def _settle(self) -> None:
+        """Let the taps catch up: everything the server sent us so far is read and handled."""
+        await self.nc.flush()
+        for _ in range(50):
+            if all(sub.pending_msgs == 0 for sub in self._subs):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
 
     def _in_stream(self, seq: int) -> bool:
         st = self.stream_state
@@ -444,7 +471,7 @@ class ConsumerView:
         else:
             fig = ax.figure
         t = [h["t"] for h in self.history]
-        for key, colour in (("pending", STATES["waiting"][0]), ("ack_pending", STATES["delivered"][0]),
+        for key, colour in (("pending", "#57606a"), ("ack_pending", STATES["delivered"][0]),
                             ("redelivered", STATES["redelivered"][0]), ("acked_seen", STATES["acked"][0])):
             ax.step(t, [h[key] for h in self.history], where="post", label=key, color=colour, linewidth=2)
         ax.set_xlabel("seconds since watch()")
