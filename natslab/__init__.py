@@ -15,9 +15,10 @@ __all__ = [
     "ServerStartError", "Server", "monitor", "server", "stop_all", "workdir",
 ]
 
+from .waiting import WaitTimeout, until  # noqa: E402
 from .topology import Cluster, LeafTopology, SuperCluster, cluster, leafnode, supercluster  # noqa: E402
 
-__all__ += ["Cluster", "LeafTopology", "SuperCluster", "cluster", "leafnode", "supercluster"]
+__all__ += ["WaitTimeout", "until", "Cluster", "LeafTopology", "SuperCluster", "cluster", "leafnode", "supercluster"]
 
 from .checks import ExerciseFailed, check, progress  # noqa: E402
 from .client import ConnectFailed, connect  # noqa: E402

@@ -101,9 +101,13 @@ async def call_learner(fn: Callable, *args, timeout: float = 20.0, what: str = "
             # A hang is a task still running at the deadline; a TimeoutError the learner's own
             # code raised (an empty fetch, a request with no reply) is an exception like any other.
             task = asyncio.ensure_future(result)
-            done, _ = await asyncio.wait({task}, timeout=timeout)
+            try:
+                done, _ = await asyncio.wait({task}, timeout=timeout)
+            except asyncio.CancelledError:  # the checker cancelled us: cancel the learner's code too,
+                await _cancel(task)         # so its finally blocks (watcher.stop(), ...) run
+                raise
             if not done:
-                task.cancel()
+                await _cancel(task)
                 raise Mismatch(f"{what} did not finish within {timeout:.0f} s.", expected="it returns",
                                seen="still running",
                                hint="an await that never completes? (a subscription waiting for a message "
@@ -120,6 +124,14 @@ async def call_learner(fn: Callable, *args, timeout: float = 20.0, what: str = "
         raise Mismatch(f"{what} raised {type(exc).__name__}: {exc}", expected="no exception",
                        seen=f"{type(exc).__name__}: {exc}"[:200],
                        hint="run your cell on its own and read the error; the exercise text says what to do.")
+
+
+async def _cancel(task: asyncio.Future, grace: float = 5.0) -> None:
+    task.cancel()
+    try:
+        await asyncio.wait({task}, timeout=grace)
+    except asyncio.CancelledError:
+        pass
 
 
 # ------------------------------------------------------------------------------ verdicts

@@ -1,7 +1,7 @@
 """How messages fan out to subscribers: a live view of a queue group's spread, a bare
 protocol client (to see the wire format, or to stop reading and become a slow consumer),
 ``ready(nc)``, which waits until the server has processed what a connection sent, and
-``until(condition)``, which waits for a real condition instead of sleeping.
+``until`` (from natslab.waiting), which waits for a real condition instead of sleeping.
 
     spread = Spread(["a", "b", "c"])
     spread                      # live bars in Jupyter (text in a terminal)
@@ -10,6 +10,8 @@ protocol client (to see the wire format, or to stop reading and become a slow co
     spread.plot()               # counts per member and who got which message
 """
 from __future__ import annotations
+
+from .waiting import until  # noqa: F401  (lessons import it from here too)
 
 import asyncio
 import json
@@ -179,22 +181,5 @@ async def ready(*connections, timeout: float = 10.0) -> None:
     """
     for nc in connections:
         await nc.flush(timeout=timeout)          # kicks the client's writer task
-        await until(lambda: nc.pending_data_size == 0, timeout)
+        await until(lambda: nc.pending_data_size == 0, "the client's buffer to reach its socket", timeout=timeout)
         await nc.flush(timeout=timeout)          # this PING follows everything sent before
-
-
-async def until(condition, timeout: float = 10.0, *, error: bool = True) -> bool:
-    """Wait until ``condition()`` is true, checking every 10 ms, for at most ``timeout`` seconds.
-
-    Returns True; on timeout raises ``TimeoutError`` (or returns False with ``error=False``).
-    For waiting on a real condition (a count reached, a client reconnected) instead of sleeping.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            if error:
-                raise TimeoutError(f"the condition was still false after {timeout:g} s")
-            return False
-        await asyncio.sleep(0.01)
-    return True

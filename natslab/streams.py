@@ -18,6 +18,8 @@ view.refresh()`` forces one, ``view.text()`` is the same picture as text (for CI
 """
 from __future__ import annotations
 
+from .waiting import until
+
 import asyncio
 import datetime as _dt
 import html
@@ -188,21 +190,8 @@ async def fetch_all(psub, batch: int = 10, timeout: float = 0.5, ack: bool = Fal
 
 
 async def wait_until(condition, timeout: float = 10.0, what: str = "the condition", interval: float = 0.05):
-    """Poll ``condition`` (a function, sync or async) until it returns a true value; return it.
-
-    For things that happen on the server's own schedule (a mirror catching up, an age limit
-    expiring, a client reconnecting).  Raises TimeoutError naming ``what`` after ``timeout`` s.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout:g} s")
-        await asyncio.sleep(interval)
+    """``natslab.until`` with this module's argument order (kept for the lessons that call it)."""
+    return await until(condition, what, timeout=timeout, every=interval)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:

@@ -55,6 +55,24 @@ def test_a_timeout_raised_by_learner_code_is_not_called_a_hang():
         asyncio.run(quick())
 
 
+def test_cancelling_a_check_cancels_the_learner_code_and_runs_its_cleanup():
+    cleaned = []
+
+    async def forever():
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.append(True)
+
+    async def go():
+        task = asyncio.ensure_future(checks.call_learner(forever, timeout=60))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    asyncio.run(go())
+    assert cleaned == [True]
+
+
 def test_pass_is_recorded_in_progress(tmp_path, monkeypatch):
     monkeypatch.setenv("NATSLAB_PROGRESS", str(tmp_path / "p.json"))
 

@@ -30,3 +30,11 @@ async def client(target, **options):
     finally:
         if not nc.is_closed:
             await nc.close()
+
+
+def subs_of(srv, nc) -> int:
+    """How many subscriptions the server holds for connection ``nc`` (its own /connz)."""
+    for conn in srv.monitor("connz", subs=True).get("connections", []):
+        if conn.get("cid") == nc.client_id:
+            return conn.get("subscriptions", 0)
+    return 0

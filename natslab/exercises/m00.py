@@ -6,7 +6,7 @@ import uuid
 
 from ..checks import call_learner, exercise, expect
 from ..server import Server
-from . import client, scratch_server
+from . import client, scratch_server, subs_of
 
 
 @exercise("0.1", "start a server",
@@ -62,7 +62,7 @@ async def receive_first(first_message):
     token = f"token-{uuid.uuid4().hex[:8]}"
     subject = f"welcome.{uuid.uuid4().hex[:6]}"
     async with scratch_server(jetstream=False) as srv, client(srv) as pub, client(srv) as nc:
-        before = _subs_of(srv, nc)
+        before = subs_of(srv, nc)
         task = asyncio.ensure_future(call_learner(first_message, nc, subject, what="first_message(nc, subject)"))
         while not task.done():  # the learner subscribes whenever it likes: keep offering the token
             await pub.publish(subject, token.encode())
@@ -75,21 +75,13 @@ async def receive_first(first_message):
                expected=repr(token), seen=repr(got)[:80],
                hint="return msg.data.decode(): the data of the message, as text.")
         await nc.flush()
-        after = _subs_of(srv, nc)
+        after = subs_of(srv, nc)
         expect(after <= before, "the subscription is still open after first_message returned.",
                expected=f"{before} subscriptions on the connection (server's /connz)",
                seen=f"{after} subscriptions",
                hint="call await sub.unsubscribe() once you have the message: the server keeps "
                     "routing messages to a subscription until you do.")
         return f"it returned {token!r}, published by the checker, and left no subscription behind (/connz)."
-
-
-def _subs_of(srv: Server, nc) -> int:
-    cid = nc.client_id
-    for conn in srv.monitor("connz", subs=True).get("connections", []):
-        if conn.get("cid") == cid:
-            return conn.get("subscriptions", 0)
-    return 0
 
 
 @exercise("0.4", "read the server's own view",

@@ -13,7 +13,8 @@ import uuid
 import nats.errors
 
 from ..checks import Mismatch, call_learner, exercise, expect
-from ..fanout import ready, until
+from ..fanout import ready
+from ..waiting import until
 from . import client, scratch_server
 
 
@@ -22,7 +23,7 @@ def _tok(n: int = 6) -> str:
 
 
 async def _until(cond, timeout: float) -> bool:
-    return await until(cond, timeout, error=False)
+    return await until(cond, timeout=timeout, error=False)
 
 
 async def _drain_sub(sub) -> list:

@@ -19,7 +19,8 @@ from nats.js.kv import KeyValue
 
 from ..checks import Mismatch, Unsolved, call_learner, exercise, expect
 from ..kvstore import digest_of, history_entries, meta_subject
-from . import client, scratch_server
+from ..waiting import until
+from . import client, scratch_server, subs_of
 
 
 # ------------------------------------------------------------------------------ shared tools
@@ -47,24 +48,8 @@ async def _stored(js, stream: str, subject: str) -> int:
     return (info.state.subjects or {}).get(subject, 0)
 
 
-def _subs_of(srv, nc) -> int:
-    for conn in srv.monitor("connz", subs=True).get("connections", []):
-        if conn.get("cid") == nc.client_id:
-            return conn.get("subscriptions", 0)
-    return 0
-
-
 async def _until(cond, timeout: float, step: float = 0.05) -> bool:
-    """Poll ``cond()`` (sync or async) until it is true or ``timeout`` seconds pass."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        ok = cond()
-        if asyncio.iscoroutine(ok):
-            ok = await ok
-        if ok or loop.time() > deadline:
-            return bool(ok)
-        await asyncio.sleep(step)
+    return bool(await until(cond, timeout=timeout, every=step, error=False))
 
 
 async def _bucket_config(js, name: str):
@@ -254,7 +239,7 @@ async def live_flags(keep_flags):
         await kv.put(d, b"on"); await kv.purge(d); await kv.put(f"other.x{_token(4)}", b"on")
         lkv = await learner.jetstream().key_value(name)
         await learner.flush()
-        baseline = _subs_of(srv, learner)
+        baseline = subs_of(srv, learner)
         flags: dict = {}
         task = asyncio.ensure_future(call_learner(keep_flags, lkv, flags, timeout=120, what="keep_flags(kv, flags)"))
 
@@ -290,9 +275,9 @@ async def live_flags(keep_flags):
             except (asyncio.CancelledError, asyncio.TimeoutError, Mismatch):
                 pass
         await learner.flush()
-        left = await _until(lambda: _subs_of(srv, learner) <= baseline, 3)
+        left = await _until(lambda: subs_of(srv, learner) <= baseline, 3)
         expect(left, "the watcher's subscription is still open after keep_flags was cancelled.",
-               expected=f"{baseline} subscriptions on the connection (server's /connz)", seen=_subs_of(srv, learner),
+               expected=f"{baseline} subscriptions on the connection (server's /connz)", seen=subs_of(srv, learner),
                hint="wrap the loop in try/finally and await watcher.stop() in the finally block.")
         return (f"the dict followed {len(steps)} changes (puts, a delete, a purge, a key outside flags.) and the "
                 "watcher was gone from /connz after cancellation.")
