@@ -13,6 +13,7 @@ where servers on both backends read it; nothing secret is part of the course fil
 - Refusals explained: ``attempt`` (one connection try, with the client's error, the server's
   log and an explanation), ``explain``, ``ErrorLog`` (collects asynchronous errors),
   ``probe`` (which subjects a user may publish and subscribe to, as the server decides).
+- Practice: ``review`` (least-privilege findings about a server), ``exposed_secrets``, ``file_mode``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from .explain import Attempt, ErrorLog, attempt, explain, server_errors
 from .jwt import (NO_LIMIT, Account, JWTError, Operator, User, creds_text, decode, describe, encode,
                   push_account)
 from .keys import Key, check_password, hash_password, key_from_seed, new_key, secrets_dir, write_secret
-from .probe import delivered, probe, probe_table
+from .probing import barrier, delivered, probe, probe_table, wait_disconnected
+from .review import exposed_secrets, file_mode, review
 from .tls import CertFiles, CertificateAuthority, client_context, describe_cert, tls_config
 
 __all__ = [
@@ -30,6 +32,6 @@ __all__ = [
     "NO_LIMIT", "Account", "JWTError", "Operator", "User", "creds_text", "decode", "describe", "encode",
     "push_account",
     "Key", "check_password", "hash_password", "key_from_seed", "new_key", "secrets_dir", "write_secret",
-    "delivered", "probe", "probe_table",
+    "barrier", "delivered", "probe", "probe_table", "wait_disconnected", "exposed_secrets", "file_mode", "review",
     "CertFiles", "CertificateAuthority", "client_context", "describe_cert", "tls_config",
 ]

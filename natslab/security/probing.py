@@ -1,8 +1,11 @@
 """Ask the server what a user may do: publish and subscribe to each subject, and see its verdict.
 
 A permission violation comes back as an asynchronous ``-ERR`` that the server sends while it
-processes the ``PUB`` or ``SUB``, before it answers the ``PING`` of the next flush.  So after
-``await nc.flush()`` the verdict for everything sent before is known, with no waiting on timers.
+processes the ``PUB`` or ``SUB``, before it answers a later ``PING``.  So once a ``PING`` sent
+after the ``PUB`` is answered, the verdict is known, with no waiting on timers.  Connections
+made by ``natslab.connect`` queue a flush's ``PING`` behind earlier commands, so one ``flush()``
+is enough; a plain nats-py 2.16 client writes the ``PING`` ahead of commands still in its buffer,
+and ``barrier`` (two flushes) covers that case too.
 """
 from __future__ import annotations
 
@@ -29,16 +32,22 @@ async def probe(target, subjects, **connect_options) -> dict[str, dict[str, bool
             wild = any(tok in ("*", ">") for tok in subject.split("."))
             if not wild:
                 await nc.publish(subject, b"probe")
-                await nc.flush()
+                await barrier(nc)
                 row["publish"] = _verdict(errs, "publish", subject)
             sub = await nc.subscribe(subject)
-            await nc.flush()
+            await barrier(nc)
             row["subscribe"] = _verdict(errs, "subscription", subject)
             await sub.unsubscribe()
             out[subject] = row
     finally:
         await nc.close()
     return out
+
+
+async def barrier(nc) -> None:
+    """Return once the server has processed everything sent on ``nc`` before (any nats-py client)."""
+    await nc.flush()
+    await nc.flush()
 
 
 def _verdict(errs: ErrorLog, kind: str, subject: str) -> bool:
@@ -70,11 +79,11 @@ async def delivered(pub_nc, sub_nc, subject: str, publish_subject: str | None = 
     """
     token = uuid.uuid4().hex[:8].encode()
     sub = await sub_nc.subscribe(subject)
-    await sub_nc.flush()
+    await barrier(sub_nc)
     try:
         await pub_nc.publish(publish_subject or subject, token)
-        await pub_nc.flush()
-        await sub_nc.flush()  # anything routed to us is now ahead of this PONG
+        await barrier(pub_nc)
+        await barrier(sub_nc)  # anything routed to us is now ahead of this PONG
         try:
             msg = await sub.next_msg(timeout=timeout)
         except asyncio.TimeoutError:
@@ -82,3 +91,17 @@ async def delivered(pub_nc, sub_nc, subject: str, publish_subject: str | None = 
         return msg.data if msg.data == token else None
     finally:
         await sub.unsubscribe()
+
+
+async def wait_disconnected(nc, timeout: float = 5.0) -> bool:
+    """Wait (at most ``timeout`` s) until the server has closed ``nc``; True if it did.
+
+    Use it after something the server answers by closing the connection (an expired or revoked
+    user, a limit exceeded).  ``nc.last_error`` then holds the server's reason.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while nc.is_connected and not nc.is_closed:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
