@@ -50,17 +50,44 @@ def urls_of(target) -> list[str]:
     return list(target)
 
 
-def explain(exc: BaseException, urls: list[str]) -> ConnectFailed:
-    text = f"{type(exc).__name__}: {exc}"
+def _security_rule(text: str):
+    """The security module's specific cause for a refusal (revoked, expired, mTLS, ...), if any."""
+    try:
+        from .security.explain import GENERIC, _rule
+    except ImportError:
+        return None
+    rule = _rule(text)
+    return rule if rule and rule[0] not in GENERIC else None
+
+
+def _server_side(target) -> str:
+    """The server's own last error lines, when we know the server (a natslab Server)."""
+    try:
+        lines = [l for l in target.logs().splitlines() if "[ERR]" in l or "[WRN]" in l]
+    except Exception:
+        return ""
+    return "\n".join(l.split("] ", 1)[-1] for l in lines[-2:])
+
+
+def explain(exc: BaseException, urls: list[str], tls: bool = False, target=None) -> ConnectFailed:
+    server_says = _server_side(target) if target is not None else ""
+    text = f"{type(exc).__name__}: {exc}" + (f"\nthe server logged: {server_says}" if server_says else "")
     low = text.lower()
     where = ", ".join(urls)
+    if tls and isinstance(exc, (ConnectionResetError, EOFError)) and _security_rule(text) is None:
+        return ConnectFailed(
+            f"The server at {where} closed the connection during the TLS handshake.",
+            "with mutual TLS (verify: true) the server refuses a client that sends no certificate, or one "
+            "not signed by its ca_file: load one with ctx.load_cert_chain(cert, key).", details=text)
+    rule = _security_rule(text)
+    if rule is not None and "authorization violation" not in low:
+        cause, advice = rule
+        return ConnectFailed(f"The server at {where} refused the connection: {cause}.", advice, details=text)
     if "authorization violation" in low or "authentication" in low:
         return ConnectFailed(f"The server at {where} refused the credentials (Authorization Violation).",
                              "check the user/password, token, NKEY or creds file against the server's "
-                             "authorization block (srv.config_text shows it).")
-    if "user authentication expired" in low or "revoked" in low:
-        return ConnectFailed(f"The server at {where} refused the user: {exc}",
-                             "issue a fresh user JWT (the old one expired or was revoked).")
+                             "authorization block (srv.config_text shows it); srv.logs() says why "
+                             "(expired, revoked, unknown user).")
     if "certificate" in low or "ssl" in low or "tls" in low:
         return ConnectFailed(f"TLS failed while connecting to {where}: {exc}",
                              "the client must trust the CA that signed the server's certificate "
@@ -84,9 +111,16 @@ async def _reachable(url: str, timeout: float) -> bool:
     return True
 
 
-def _fatal(exc: BaseException) -> bool:
+def _fatal(exc: BaseException, tls: bool = False) -> bool:
+    """Errors that no retry will cure: refused credentials, and TLS handshakes the server rejects."""
+    import ssl
+
     low = str(exc).lower()
-    return any(w in low for w in ("authorization", "authentication", "revoked", "expired", "certificate", "permissions"))
+    if any(w in low for w in ("authorization", "authentication", "revoked", "expired", "certificate",
+                              "permissions", "alert")):
+        return True
+    # with mutual TLS a server that rejects the client's certificate just resets the connection
+    return tls and isinstance(exc, (ssl.SSLError, ConnectionResetError))
 
 
 async def connect(target=None, *, quiet: bool = False, timeout: float = 15.0, **options) -> nats.aio.client.Client:
@@ -99,7 +133,7 @@ async def connect(target=None, *, quiet: bool = False, timeout: float = 15.0, **
     options.setdefault("connect_timeout", 2)
     reach = await asyncio.gather(*(_reachable(u, options["connect_timeout"]) for u in urls))
     if not any(reach):
-        raise explain(ConnectionRefusedError(f"no server listening at {', '.join(urls)}"), urls)
+        raise explain(ConnectionRefusedError(f"no server listening at {', '.join(urls)}"), urls, target=None)
 
     errors: list[BaseException] = []
     user_cb = options.pop("error_cb", None)
@@ -108,7 +142,7 @@ async def connect(target=None, *, quiet: bool = False, timeout: float = 15.0, **
 
     async def error_cb(exc):
         errors.append(exc)
-        if not nc.is_connected and _fatal(exc):
+        if not nc.is_connected and _fatal(exc, tls=bool(options.get("tls"))):
             refused.set()
         if user_cb is not None:
             await user_cb(exc)
@@ -122,10 +156,10 @@ async def connect(target=None, *, quiet: bool = False, timeout: float = 15.0, **
     if attempt in done and attempt.exception() is None:
         return nc
     attempt.cancel()
-    try:
-        await nc.close()
+    try:  # closing a TLS socket the server has reset can hang in nats-py: bound it
+        await asyncio.wait_for(nc.close(), 5)
     except Exception:
         pass
     cause = errors[0] if errors else (attempt.exception() if attempt.done() and not attempt.cancelled()
                                       else asyncio.TimeoutError(f"no connection after {timeout:.0f} s"))
-    raise explain(cause, urls) from None
+    raise explain(cause, urls, tls=bool(options.get("tls")), target=target) from None

@@ -82,3 +82,31 @@ def test_connect_accepts_server_topology_url_and_list():
     with natslab.server("targets", backend="local", jetstream=False) as srv:
         for target in (srv, srv.url, [srv.url]):
             assert asyncio.run(go(target))
+
+
+def test_mutual_tls_without_a_client_certificate_fails_fast_and_says_why():
+    import ssl
+    import time
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    d = natslab.workdir() / "mtls-client-test"
+    d.mkdir(exist_ok=True)
+    cert.private_key_and_cert_chain_pem.write_to_path(str(d / "server.pem"))
+    cert.private_key_pem.write_to_path(str(d / "server.key"))
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    tls = {"cert_file": str(d / "server.pem"), "key_file": str(d / "server.key"),
+           "ca_file": str(d / "ca.pem"), "verify": True}
+    with natslab.server("mtls", backend="local", jetstream=False, config={"tls": tls}) as srv:
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        start = time.monotonic()
+        try:
+            asyncio.run(natslab.connect(srv, tls=ctx, tls_hostname="127.0.0.1"))
+            raise AssertionError("a client without a certificate was let in")
+        except natslab.ConnectFailed as exc:
+            text = str(exc)
+        assert time.monotonic() - start < 10, "the refusal should not wait for the retry budget"
+        assert "certificate" in text.lower(), text
