@@ -104,8 +104,9 @@ class Snapshot:
             followers = [f"{p}{'' if g.current.get(p, True) else ' (behind)'}" for p in g.peers if p != g.leader]
             where = f" in {g.cluster}" if g.cluster else ""
             msgs = f", {g.messages} msgs" if g.messages is not None else ""
+            role = "followers" if g.leader else "replicas"
             lines.append(f"{g.kind} {g.name}{where}: R{len(g.peers) or 1}, leader {g.leader or 'NONE'}"
-                         + (f", followers {', '.join(followers)}" if followers else "") + msgs)
+                         + (f", {role} {', '.join(followers)}" if followers else "") + msgs)
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -218,8 +219,15 @@ def _agreed(claims: list[str], nodes: dict[str, Node]) -> str | None:
 
 
 def _group(kind: str, key: str, reports: list[tuple[str, dict]], nodes: dict[str, Node]) -> Group:
-    # the leader's own report is the one to trust (a lagging follower may name an old leader)
-    own = [(srv, d) for srv, d in reports if (d.get("cluster") or {}).get("leader") == srv]
+    # trust a server that says it leads AND that most reports agree with: during a partition a
+    # cut-off old leader may still name itself until it notices it lost its quorum
+    votes: dict[str, int] = {}
+    for _, d in reports:
+        name = (d.get("cluster") or {}).get("leader")
+        if name:
+            votes[name] = votes.get(name, 0) + 1
+    own = sorted(((srv, d) for srv, d in reports if (d.get("cluster") or {}).get("leader") == srv),
+                 key=lambda sd: votes.get(sd[0], 0), reverse=True)
     srv, detail = own[0] if own else reports[0]
     c = detail.get("cluster") or {}
     leader = c.get("leader") if own else None
@@ -240,32 +248,54 @@ def _by_site(nodes: dict[str, Node]) -> dict[str, list[Node]]:
     return sites
 
 
+def remote_interest(srv, endpoint: str = "routez") -> dict[str, list[str]]:
+    """Subjects ``srv`` has learned its peers want, per peer: ``routez``, ``leafz`` or ``gatewayz``.
+
+    For gateways the peer is the remote cluster (interest-only mode keeps a list per account).
+    Internal subjects (``$SYS``, ``$JS``, ``$NRG``, inboxes) are left out.
+    """
+    keep = lambda subs: [x for x in subs or [] if not x.startswith(("$", "_INBOX", "_R_"))]  # noqa: E731
+    out: dict[str, list[str]] = {}
+    if endpoint == "gatewayz":
+        reply = srv.monitor("gatewayz", accs=True, subs=True)
+        for gw, link in (reply.get("outbound_gateways") or {}).items():
+            out[gw] = [x for acc in link.get("accounts") or [] if acc.get("name") != "$SYS"
+                       for x in keep(acc.get("subscriptions_list"))]
+    else:
+        reply = srv.monitor(endpoint, subs=True)
+        for link in reply.get("routes") or reply.get("leafs") or []:
+            peer = link.get("remote_name") or link.get("name") or "?"
+            out.setdefault(peer, []).extend(keep(link.get("subscriptions_list")))
+    return {k: sorted(set(v)) for k, v in out.items()}
+
+
 # ------------------------------------------------------------------------------ drawing
 COLORS = {"up": "#2da44e", "down": "#cf222e", "silent": "#bf8700"}
+HALO = "stroke='white' stroke-width='3' paint-order='stroke'"  # labels stay readable over lines
 LINKS = {"route": ("#57606a", ""), "gateway": ("#0969da", "7,4"), "leaf": ("#8250df", "2,4")}
 
 
 def svg(snap: Snapshot, width: int = 720, height: int = 420) -> str:
-    """The snapshot as an SVG picture: sites on a ring, servers on a ring in each site."""
+    """The snapshot as an SVG picture: sites (clusters, lone servers) in a row, servers on a ring."""
     sites = _by_site(snap.nodes)
-    n_sites = len(sites)
-    cx, cy = width / 2, height / 2 + 10
-    big = 0 if n_sites == 1 else min(width, height) * 0.30
-    site_r = min(width, height) * (0.30 if n_sites == 1 else 0.16 if n_sites <= 3 else 0.12)
+    n_sites = max(1, len(sites))
+    cell = width / n_sites
+    cy = height / 2 + 14
+    ring = max(28.0, min(cell * 0.28, height * 0.27))
     pos: dict[str, tuple[float, float]] = {}
     shapes: list[str] = []
     for k, (site, members) in enumerate(sites.items()):
-        a = -math.pi / 2 + 2 * math.pi * k / max(1, n_sites) + (math.pi / 2 if n_sites == 2 else 0)
-        sx, sy = cx + big * 1.25 * math.cos(a), cy + big * math.sin(a)
-        r = site_r if len(members) > 1 else 0
-        if len(members) > 1 or members[0].cluster:
-            shapes.append(f"<circle cx='{sx:.0f}' cy='{sy:.0f}' r='{site_r + 34:.0f}' fill='#f6f8fa' "
+        sx = cell * (k + 0.5)
+        r = ring if len(members) > 1 else 0
+        if members[0].cluster:
+            shapes.append(f"<circle cx='{sx:.0f}' cy='{cy:.0f}' r='{r + 34:.0f}' fill='#f6f8fa' "
                           f"stroke='#d0d7de' stroke-dasharray='4,3'/>")
-        shapes.append(f"<text x='{sx:.0f}' y='{sy - (site_r + 40 if r or members[0].cluster else 34):.0f}' "
-                      f"text-anchor='middle' font-size='13' font-weight='bold' fill='#24292f'>{html.escape(site)}</text>")
+        top = cy - (r + 42 if members[0].cluster else 30)
+        shapes.append(f"<text x='{sx:.0f}' y='{top:.0f}' text-anchor='middle' font-size='13' "
+                      f"font-weight='bold' fill='#24292f'>{html.escape(site)}</text>")
         for i, n in enumerate(members):
             b = -math.pi / 2 + 2 * math.pi * i / max(1, len(members))
-            pos[n.name] = (sx + r * math.cos(b), sy + r * math.sin(b))
+            pos[n.name] = (sx + r * math.cos(b), cy + r * math.sin(b))
     lines: list[str] = []
     for kind, pairs in (("route", [tuple(p) for p in snap.routes if len(p) == 2]),
                         ("gateway", [tuple(p) for p in snap.gateways if len(p) == 2]),
@@ -283,13 +313,13 @@ def svg(snap: Snapshot, width: int = 720, height: int = 420) -> str:
         ring = "stroke='#d4a72c' stroke-width='4'" if "meta" in lead else "stroke='#24292f' stroke-width='1'"
         dots.append(f"<circle cx='{x:.0f}' cy='{y:.0f}' r='16' fill='{COLORS[n.state]}' {ring}>"
                     f"<title>{html.escape(name)}: {n.state}</title></circle>")
-        dots.append(f"<text x='{x:.0f}' y='{y + 30:.0f}' text-anchor='middle' font-size='12' fill='#24292f'>"
+        dots.append(f"<text x='{x:.0f}' y='{y + 30:.0f}' text-anchor='middle' font-size='12' fill='#24292f' {HALO}>"
                     f"{html.escape(name)}{' ★' if 'meta' in lead else ''}</text>")
         others = [l for l in lead if l != "meta"]
         if others:
             shown = ", ".join(others[:3]) + (f" +{len(others) - 3}" if len(others) > 3 else "")
             dots.append(f"<text x='{x:.0f}' y='{y + 44:.0f}' text-anchor='middle' font-size='11' "
-                        f"fill='#0969da'>leads {html.escape(shown)}</text>")
+                        f"fill='#0969da' {HALO}>leads {html.escape(shown)}</text>")
     legend = ("<g font-size='11' fill='#24292f'>"
               f"<circle cx='12' cy='14' r='6' fill='{COLORS['up']}'/><text x='22' y='18'>up</text>"
               f"<circle cx='52' cy='14' r='6' fill='{COLORS['silent']}'/><text x='62' y='18'>not answering</text>"
@@ -348,10 +378,10 @@ class TopologyView:
 
     # -- data --------------------------------------------------------------------------------
     def refresh(self) -> Snapshot:
+        """Ask the servers again and redraw; returns the new snapshot."""
         with self._lock:
             self.snap = snapshot(self.servers)
-        if self._widget is not None:
-            self._paint()
+        self._paint()
         return self.snap
 
     def summary(self) -> str:
@@ -392,10 +422,14 @@ class TopologyView:
             buttons.append(b)
         refresh = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="90px"))
         refresh.on_click(lambda _b: self.refresh())
+        self._live = w.ToggleButton(description="live", tooltip="refresh every 2 s for 5 minutes",
+                                    layout=w.Layout(width="60px"))
+        self._live.observe(lambda change: self.auto(300) if change["new"] else self.stop_auto(), names="value")
         self._status = w.HTML()
         self._picture = w.HTML()
         self._table = w.HTML()
-        self._widget = w.VBox([w.HBox([self._pick, *buttons, refresh]), self._status, self._picture, self._table])
+        self._widget = w.VBox([w.HBox([self._pick, *buttons, refresh, self._live]), self._status,
+                               self._picture, self._table])
         self._paint()
 
     def _clicked(self, action: str) -> None:
@@ -413,22 +447,30 @@ class TopologyView:
         self._picture.value = svg(self.snap, self.width, self.height)
         self._table.value = groups_table(self.snap)
 
-    def auto(self, seconds: float = 60.0, every: float = 2.0):
-        """Refresh every ``every`` seconds for ``seconds`` (in the background of the notebook)."""
-        if self._auto_task is not None and not self._auto_task.done():
-            self._auto_task.cancel()
+    def auto(self, seconds: float = 60.0, every: float = 2.0) -> asyncio.Task:
+        """Refresh every ``every`` seconds for ``seconds``, in the background of the notebook.
+
+        The servers are asked in a thread; the picture is redrawn on the notebook's own loop.
+        """
+        self.stop_auto()
 
         async def loop():
             end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                await asyncio.sleep(every)
-                await asyncio.to_thread(self.refresh)
+            try:
+                while time.monotonic() < end:
+                    await asyncio.sleep(every)
+                    self.snap = await asyncio.to_thread(snapshot, self.servers)
+                    self._paint()
+            finally:  # time is up: switch the live button off (unless a newer loop replaced this one)
+                if self._auto_task is asyncio.current_task() and self._widget is not None:
+                    self._auto_task = None
+                    self._live.value = False
 
         self._auto_task = asyncio.get_event_loop().create_task(loop())
         return self._auto_task
 
     def stop_auto(self) -> None:
-        if self._auto_task is not None:
+        if self._auto_task is not None and not self._auto_task.done():
             self._auto_task.cancel()
 
     def _ipython_display_(self):
@@ -447,8 +489,10 @@ class TopologyView:
 class SideBySide:
     """Config files in columns: HTML in a notebook, padded text elsewhere."""
 
-    def __init__(self, texts: dict[str, str], width: int = 46):
-        self.texts, self.width = texts, width
+    def __init__(self, texts: dict[str, str], width: int | None = None):
+        self.texts = texts
+        longest = max((len(l) for t in texts.values() for l in self._trimmed(t)), default=20)
+        self.width = width or min(64, longest)
 
     def _trimmed(self, text: str) -> list[str]:
         return [l for l in text.splitlines() if not l.startswith("#")]
@@ -471,6 +515,6 @@ class SideBySide:
         return f"<table><tr>{cells}</tr></table>"
 
 
-def configs_side_by_side(target, width: int = 46) -> SideBySide:
+def configs_side_by_side(target, width: int | None = None) -> SideBySide:
     """The config text of every server of ``target``, in columns (comment lines left out)."""
     return SideBySide({s.name: s.config_text for s in servers_of(target)}, width)
