@@ -98,8 +98,23 @@ class Topology:
                 continue
         return None
 
+    def meta_ready(self) -> bool:
+        """A meta leader exists and counts every other running server as a current peer.
+
+        Only then can it place streams anywhere (a leader that has not yet heard of a cluster's
+        peers answers "no suitable peers for placement").
+        """
+        leader = self.meta_leader()
+        by_name = {s.name: s for s in self.running()}
+        if leader not in by_name:
+            return False
+        meta = by_name[leader].monitor("jsz").get("meta_cluster") or {}
+        current = [r for r in meta.get("replicas") or [] if r.get("current")]
+        return len(current) >= len(by_name) - 1
+
     def wait_for_meta_leader(self, timeout: float = 30.0) -> str:
-        _wait_for("no JetStream meta leader was elected", self.meta_leader, self.running(), timeout)
+        _wait_for("no JetStream meta leader was elected with all running servers as peers",
+                  self.meta_ready, self.running(), timeout)
         return self.meta_leader()
 
     def close(self) -> None:
