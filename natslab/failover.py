@@ -374,6 +374,29 @@ async def _poll(what: str, probe, timeout: float, every: float = 0.05):
         await asyncio.sleep(every)
 
 
+async def retry(call, *args, what: str | None = None, timeout: float = 30.0, per_try: float = 5.0, **kwargs):
+    """``await call(*args, **kwargs)``, repeated while the cluster is briefly unable to answer.
+
+    JetStream management calls (create a stream or a consumer) are handled by the meta leader;
+    one that arrives during an election or on a very busy machine may get no answer at all.
+    Creating the same stream or consumer again is harmless, so such calls can simply be repeated:
+    on a timeout, "no responders", a 503, or "no suitable peers" (peers not known yet), for at
+    most ``timeout`` seconds.  Any other error is raised at once.
+    """
+    name = what or getattr(call, "__name__", "the call")
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return await asyncio.wait_for(call(*args, **kwargs), per_try)
+        except Exception as exc:
+            placement = isinstance(exc, nats.js.errors.APIError) and exc.err_code == 10005
+            if not (_retryable(exc) or placement) or time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
 async def until(test, what: str = "the condition", *, timeout: float = 30.0, every: float = 0.05):
     """Wait until ``test()`` (plain or async, run off the event loop if plain) returns a truthy value."""
     async def probe():

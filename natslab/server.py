@@ -272,8 +272,9 @@ class Server:
                 self.group.servers.remove(self)
 
     # -- views --------------------------------------------------------------------------------
-    def monitor(self, endpoint: str, **params) -> dict:
-        return fetch(self.monitor_url, endpoint, **params)
+    def monitor(self, endpoint: str, timeout: float = 5.0, **params) -> dict:
+        """The server's own view: ``/varz``, ``/jsz``, ... as a dict (``params`` go in the query)."""
+        return fetch(self.monitor_url, endpoint, timeout=timeout, **params)
 
     def show_config(self) -> None:
         """Print the config with line numbers, as the server's error messages count them."""

@@ -28,7 +28,8 @@ async def _stream(c, name="T", replicas=3, **kw):
     await failover.jetstream_ready(c)
     nc = await natslab.connect(c, quiet=True, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name=name, subjects=[f"{name.lower()}.>"], num_replicas=replicas, **kw))
+    await failover.retry(js.add_stream, StreamConfig(name=name, subjects=[f"{name.lower()}.>"],
+                                                     num_replicas=replicas, **kw))
     await failover.wait_until_current(js, name)
     return nc, js
 
@@ -189,11 +190,13 @@ def test_supercluster_snapshot_shows_gateways_and_placement(backend):
     sc = natslab.supercluster({"ta": 2, "tb": 2}, backend=backend)
     try:
         async def go():
+            await failover.jetstream_ready(sc)  # a fresh meta leader may not know every peer yet
             nc = await natslab.connect(sc.cluster_urls("ta"), quiet=True)
             try:
                 from nats.js.api import Placement
                 js = nc.jetstream()
-                await js.add_stream(StreamConfig(name="P", subjects=["p.>"], placement=Placement(cluster="tb")))
+                await failover.retry(js.add_stream, StreamConfig(name="P", subjects=["p.>"],
+                                                                 placement=Placement(cluster="tb")))
                 snap = topoview.snapshot(sc)
                 assert snap.streams["P"].cluster == "tb" and snap.leader_of("P").startswith("tb-")
                 for s in sc:
@@ -220,6 +223,28 @@ def test_live_refresh_runs_in_the_background_and_stops(cluster):
         short = view.auto(seconds=0.3, every=0.1)
         await short
         assert not view._live.value and widget.children
+    run(go())
+
+
+def test_retry_repeats_only_what_is_worth_repeating(cluster):
+    async def go():
+        calls = []
+
+        async def flaky():
+            calls.append(1)
+            if len(calls) < 3:
+                raise asyncio.TimeoutError
+            return "ok"
+
+        async def broken():
+            calls.append(1)
+            raise ValueError("a real mistake")
+
+        assert await failover.retry(flaky, timeout=10) == "ok" and len(calls) == 3
+        calls.clear()
+        with pytest.raises(ValueError):
+            await failover.retry(broken, timeout=10)
+        assert len(calls) == 1
     run(go())
 
 

@@ -37,7 +37,7 @@ def _client(topology):
 
 async def _add_stream(js, config: StreamConfig):
     """Create the checker's own stream, retrying while a loaded machine is slow to answer."""
-    return await failover.until(lambda: js.add_stream(config), f"creating stream {config.name}", timeout=30)
+    return await failover.retry(js.add_stream, config, timeout=45)
 
 
 async def _publish(js, subject: str, count: int):
