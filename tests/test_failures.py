@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import natslab
-from natslab import backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +101,6 @@ def test_kernel_killed_with_sigkill_leaves_nothing(tmp_path):
     """A real Jupyter kernel starts servers and is SIGKILLed: within 10 s nothing remains."""
     from jupyter_client.manager import start_new_kernel
 
-    use_docker = backends.docker.engine_problem() is None if hasattr(backends, "docker") else False
     from natslab.backends.docker import engine_problem
 
     use_docker = engine_problem() is None
