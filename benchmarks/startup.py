@@ -46,7 +46,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("NATSLAB_QUIET", "1")
     import natslab
-    from natslab.backends.docker import engine_problem
+    from natslab.runtime.backends.docker import engine_problem
 
     names = ["local"] + (["docker"] if engine_problem() is None else [])
     if "docker" not in names:

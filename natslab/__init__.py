@@ -4,23 +4,23 @@ Start real servers (``server``, ``cluster``, ``supercluster``, ``leafnode``), re
 monitoring endpoints (``monitor``), connect with clear errors (``connect``) and check
 exercises (``check``).  See notebooks/00_welcome.ipynb for a tour.
 """
-from .backends import PINNED_VERSION
+from .runtime.backends import PINNED_VERSION
 from .errors import BackendUnavailable, NatslabError, NotSupported, PortInUse, ServerStartError
-from .monitor import monitor
-from .server import Server, server
-from .session import stop_all, workdir
+from .runtime.monitor import monitor
+from .runtime.server import Server, server
+from .runtime.session import stop_all, workdir
 
 __all__ = [
     "PINNED_VERSION", "BackendUnavailable", "NatslabError", "NotSupported", "PortInUse",
     "ServerStartError", "Server", "monitor", "server", "stop_all", "workdir",
 ]
 
-from .waiting import WaitTimeout, until  # noqa: E402
-from .topology import Cluster, LeafTopology, SuperCluster, cluster, leafnode, supercluster  # noqa: E402
+from .runtime.waiting import WaitTimeout, until  # noqa: E402
+from .runtime.topology import Cluster, LeafTopology, SuperCluster, cluster, leafnode, supercluster  # noqa: E402
 
 __all__ += ["WaitTimeout", "until", "Cluster", "LeafTopology", "SuperCluster", "cluster", "leafnode", "supercluster"]
 
-from .checks import ExerciseFailed, check, progress  # noqa: E402
-from .client import ConnectFailed, connect  # noqa: E402
+from .grading.checks import ExerciseFailed, check, progress  # noqa: E402
+from .runtime.client import ConnectFailed, connect  # noqa: E402
 
 __all__ += ["ExerciseFailed", "check", "progress", "ConnectFailed", "connect"]

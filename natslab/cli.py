@@ -17,7 +17,7 @@ import argparse
 import shlex
 import sys
 
-from . import session
+from .runtime import session
 from .errors import NatslabError
 
 ACTIONS = {"kill": "kill", "stop": "stop", "start": "start", "restart": "restart", "pause": "pause",
@@ -25,8 +25,8 @@ ACTIONS = {"kill": "kill", "stop": "stop", "start": "start", "restart": "restart
 
 
 def start_topology(kind: str, size: int, backend: str | None):
-    from . import topology
-    from .server import server
+    from .runtime import topology
+    from .runtime.server import server
 
     if kind == "server":
         return [server("nats", backend=backend, leafnodes=True)]

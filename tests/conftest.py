@@ -14,7 +14,7 @@ _docker_reason: list = []
 
 def docker_problem():
     if not _docker_reason:
-        from natslab.backends.docker import engine_problem
+        from natslab.runtime.backends.docker import engine_problem
 
         _docker_reason.append(engine_problem(timeout=3.0))
     return _docker_reason[0]

@@ -47,18 +47,18 @@ def main(argv: list[str]) -> int:
     env.setdefault("NATSLAB_PROGRESS", str(tmp / "progress.json"))
     env["PYTHONUNBUFFERED"] = "1"
 
-    from natslab.backends.docker import engine_problem
+    from natslab.runtime.backends.docker import engine_problem
 
     problem = engine_problem(timeout=5.0)
     if problem is None:
         print("==> Docker engine answers: preparing the nats-server image", flush=True)
-        subprocess.run([PY, "-c", "import natslab.backends as b; print('image:', b.get('docker').image)"],
+        subprocess.run([PY, "-c", "import natslab.runtime.backends as b; print('image:', b.get('docker').image)"],
                        env=env, check=False)
     else:
         banner(f"NO DOCKER ENGINE ({problem}): Docker tests and the Docker notebook run are SKIPPED")
 
     phases = [
-        ("labs up to date", [PY, "-m", "natslab.labs", "--check"], {}, None),
+        ("labs up to date", [PY, "-m", "natslab.grading.labs", "--check"], {}, None),
         ("unit, failure and lab tests", [PY, "-m", "pytest", "-p", "no:cacheprovider", "--timeout=900",
                                          "-rs", "tests", *argv], {}, "tests"),
         ("notebooks on the local backend", [PY, *NBVAL], {"NATSLAB_BACKEND": "local"}, "nb-local"),

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import natslab
-from natslab import checks
+from natslab.grading import checks
 
 
 def test_failure_is_an_assertion_with_expected_seen_and_hint():

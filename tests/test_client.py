@@ -43,7 +43,7 @@ def wire_order(client_cls) -> list[bytes]:
     """The commands a client hands its socket for ``subscribe`` then ``flush``, in order."""
     import nats
 
-    from natslab import client
+    from natslab.runtime import client
 
     async def go():
         with natslab.server("wire", backend="local", jetstream=False) as srv:
@@ -65,7 +65,7 @@ def wire_order(client_cls) -> list[bytes]:
 def test_flush_ping_goes_after_the_commands_before_it():
     import nats
 
-    from natslab import client
+    from natslab.runtime import client
 
     assert wire_order(client.Client) == [b"SUB", b"PING"]
     # nats-py 2.16 on its own sends the PING first; when this fails, nats-py fixed it and

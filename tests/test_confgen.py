@@ -1,4 +1,4 @@
-from natslab import confgen
+from natslab.runtime import confgen
 
 
 def test_render_blocks_lists_and_quoting():

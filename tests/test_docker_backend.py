@@ -10,7 +10,7 @@ pytestmark = pytest.mark.docker
 
 def test_image_runs_the_pinned_version():
     import natslab
-    from natslab import backends
+    from natslab.runtime import backends
 
     b = backends.get("docker")
     assert b.image in (f"nats:{natslab.PINNED_VERSION}", f"natslab/nats-server:{natslab.PINNED_VERSION}")
@@ -19,8 +19,8 @@ def test_image_runs_the_pinned_version():
 
 
 def test_containers_of_dead_sessions_are_swept():
-    from natslab import backends
-    from natslab.backends.docker import OWNER_LABEL
+    from natslab.runtime import backends
+    from natslab.runtime.backends.docker import OWNER_LABEL
 
     b = backends.get("docker")
     dead_owner = f"{socket.gethostname()}:999999999"  # no such pid

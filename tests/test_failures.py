@@ -101,7 +101,7 @@ def test_kernel_killed_with_sigkill_leaves_nothing(tmp_path):
     """A real Jupyter kernel starts servers and is SIGKILLed: within 10 s nothing remains."""
     from jupyter_client.manager import start_new_kernel
 
-    from natslab.backends.docker import engine_problem
+    from natslab.runtime.backends.docker import engine_problem
 
     use_docker = engine_problem() is None
     km, kc = start_new_kernel(kernel_name="python3")
@@ -114,7 +114,7 @@ def test_kernel_killed_with_sigkill_leaves_nothing(tmp_path):
             if {use_docker}:
                 d = natslab.server("doomed", backend="docker")
                 out["container"] = d.handle.container.id
-            out["root"] = str(natslab.session.root())
+            out["root"] = str(natslab.runtime.session.root())
             print("STATE" + json.dumps(out))
         """)
         state = {}

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from natslab import labs
+from natslab.grading import labs
 from notebook_runner import ROOT, cut_after_check, run
 
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -22,7 +22,7 @@ def test_every_solution_has_a_lab_and_exercises():
 
 def test_labs_match_their_solutions():
     stale = labs.generate(ROOT, check_only=True)
-    assert not stale, f"labs/ is stale, run `python -m natslab.labs`: {stale}"
+    assert not stale, f"labs/ is stale, run `python -m natslab.grading.labs`: {stale}"
 
 
 def test_stub_keeps_indentation_and_names_the_exercise():

@@ -8,8 +8,8 @@ import pytest
 
 import natslab
 from conftest import BACKENDS
-from natslab import subjects
-from natslab.fanout import RawClient, Spread, ready
+from natslab.lessons import subjects
+from natslab.lessons.fanout import RawClient, Spread, ready
 
 PATTERNS = ["orders.>", "orders.*", "orders.*.created", "*.eu.>", ">", "orders.eu.created"]
 SUBJECTS = ["orders", "orders.eu", "orders.eu.created", "orders.us.created", "orders.eu.created.v2",

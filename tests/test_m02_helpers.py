@@ -9,7 +9,7 @@ from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType
 
 import natslab
 from conftest import BACKENDS
-from natslab import streams
+from natslab.lessons import streams
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -8,7 +8,7 @@ import pytest
 
 import natslab
 from conftest import BACKENDS
-from natslab import kvstore
+from natslab.lessons import kvstore
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -8,7 +8,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 import natslab
-from natslab import failover, topoview
+from natslab.lessons import failover, topoview
 
 matplotlib.use("Agg")
 

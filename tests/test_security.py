@@ -15,7 +15,7 @@ import time
 import pytest
 
 import natslab
-from natslab import security as sec
+from natslab.lessons import security as sec
 
 
 def run(coro):

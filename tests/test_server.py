@@ -7,7 +7,7 @@ import socket
 import pytest
 
 import natslab
-from natslab.monitor import fetch
+from natslab.runtime.monitor import fetch
 
 
 def _roundtrip(url: str) -> bytes:

@@ -1,0 +1,1 @@
+"""Checks and labs: the check framework, one checker module per course module, lab generation."""

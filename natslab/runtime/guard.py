@@ -1,0 +1,109 @@
+"""Nothing natslab starts outlives the process that started it.
+
+Normal exits run ``atexit`` clean-up.  For the hard case, a kernel killed with SIGKILL, each
+process that starts servers also starts one small guard process in its own session.  The
+parent tells the guard, over a pipe, what it started (process ids, containers, networks,
+directories).  When the parent dies, however it dies, the pipe closes, the guard reads
+end-of-file and removes whatever is still listed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+_lock = threading.Lock()
+_proc: subprocess.Popen | None = None
+
+
+def _send(line: str) -> None:
+    global _proc
+    with _lock:
+        if _proc is None or _proc.poll() is not None:
+            _proc = subprocess.Popen(
+                [sys.executable, "-m", "natslab.runtime.guard", str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        try:
+            _proc.stdin.write((line + "\n").encode())
+            _proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            _proc = None
+
+
+def watch(kind: str, value) -> None:
+    """Ask the guard to remove ``value`` (a pid, container, network or dir) if we die."""
+    _send(f"+{kind} {value}")
+
+
+def forget(kind: str, value) -> None:
+    _send(f"-{kind} {value}")
+
+
+# ---------------------------------------------------------------- the guard process itself
+def _is_nats_server(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"nats-server" in f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): trust the recorded pid
+        return True
+
+
+def _clean(items: dict[str, set[str]]) -> None:
+    for pid in items.get("pid", ()):
+        if _is_nats_server(int(pid)) or not os.path.exists("/proc"):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+    if items.get("container") or items.get("network"):
+        try:
+            import docker
+
+            client = docker.from_env(timeout=20)
+            for cid in items.get("container", ()):
+                try:
+                    client.containers.get(cid).remove(force=True)
+                except Exception:
+                    pass
+            for nid in items.get("network", ()):
+                try:
+                    client.networks.get(nid).remove()
+                except Exception:
+                    pass
+        except Exception:
+            pass
+    time.sleep(0.2)  # let killed servers release their files before the directory goes
+    for path in items.get("dir", ()):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the parent's business
+    items: dict[str, set[str]] = {}
+    for raw in sys.stdin.buffer:
+        line = raw.decode(errors="replace").strip()
+        if len(line) < 3 or " " not in line:
+            continue
+        op, rest = line[0], line[1:]
+        kind, _, value = rest.partition(" ")
+        bucket = items.setdefault(kind, set())
+        if op == "+":
+            bucket.add(value)
+        else:
+            bucket.discard(value)
+    _clean(items)
+
+
+if __name__ == "__main__":
+    main()
