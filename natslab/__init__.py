@@ -20,7 +20,7 @@ from .runtime.topology import Cluster, LeafTopology, SuperCluster, cluster, leaf
 
 __all__ += ["WaitTimeout", "until", "Cluster", "LeafTopology", "SuperCluster", "cluster", "leafnode", "supercluster"]
 
-from .grading.checks import ExerciseFailed, check, progress  # noqa: E402
+from .grading.checks import ExerciseFailed, check, hint, progress  # noqa: E402
 from .runtime.client import ConnectFailed, connect  # noqa: E402
 
-__all__ += ["ExerciseFailed", "check", "progress", "ConnectFailed", "connect"]
+__all__ += ["ExerciseFailed", "check", "hint", "progress", "ConnectFailed", "connect"]

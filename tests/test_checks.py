@@ -88,3 +88,44 @@ def test_pass_is_recorded_in_progress(tmp_path, monkeypatch):
 def test_unknown_exercise_is_a_clear_error():
     with pytest.raises(natslab.NatslabError, match="no exercise"):
         asyncio.run(natslab.check("99.9", print))
+
+
+def test_hints_come_in_levels_and_asking_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("NATSLAB_PROGRESS", str(tmp_path / "p.json"))
+    ex = checks.lookup("0.2")
+    assert len(ex.hints) >= 2, "every exercise has at least a concept hint and a solution line"
+    first = natslab.hint("0.2")
+    assert first.level == 1 and "hint 1 of" in first.text()
+    levels = [natslab.hint("0.2").level for _ in range(len(ex.hints) + 1)]
+    assert levels[-1] == len(ex.hints) and "solution line" in natslab.hint("0.2").text()
+    assert json.loads((tmp_path / "p.json").read_text())["0.2"]["hints"] == len(ex.hints) + 3
+
+
+def test_a_failure_shows_the_concept_not_the_solution_line():
+    async def wrong(nc):
+        await nc.publish("greetings.World", b"hello, NATS")
+
+    with pytest.raises(natslab.ExerciseFailed) as err:
+        asyncio.run(natslab.check("0.2", wrong))
+    text = str(err.value)
+    assert checks.lookup("0.2").hints[-1] not in text
+    assert 'natslab.hint("0.2")' in text
+
+
+@pytest.mark.parametrize("behaviour", ["closes", "drains", "course_error", "cancels", "base_exception_free"])
+def test_whatever_learner_code_does_ends_in_a_verdict(behaviour):
+    async def learner(nc):
+        if behaviour == "closes":
+            await nc.close()
+        elif behaviour == "drains":
+            await nc.drain()
+        elif behaviour == "course_error":
+            raise natslab.NatslabError("a helper gave up", "do the thing")
+        elif behaviour == "cancels":
+            raise asyncio.CancelledError()
+        else:
+            return object()
+
+    with pytest.raises(natslab.ExerciseFailed) as err:
+        asyncio.run(natslab.check("0.2", learner))
+    assert str(err.value).startswith("✗ Exercise 0.2")

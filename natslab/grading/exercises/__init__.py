@@ -1,15 +1,29 @@
 """Checkers for the course's exercises, one module per course module (m00, m01, ...).
 
-Shared tools for checkers live here: a scratch server the checker owns for the length of
-one check, and a client connected to it.
+Shared tools for checkers live here, one name each, so every checker is written the same way:
+
+- ``scratch_server``: a fresh server the checker owns for the length of one check.
+- ``client``: the checker's own connection (natslab's, so its flushes are ordered).
+- ``learner_client``: a plain ``nats.connect`` connection, the kind a learner's own program
+  makes, handed to learner code.  Checkers must pass with it, so they wait on the server's
+  view (``interest``, ``subs_of``) instead of trusting a flush on the learner's connection.
+- ``token``: a random name part, so no two checks (or learners) share subjects.
+- ``text_result`` / ``of_type``: insist on what the exercise says the function returns.
+- ``interest``: wait until the server routes a subject to a subscriber.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from typing import Any
+
+import nats
 
 from ...runtime.client import connect
 from ...runtime.server import server
+from ...runtime.waiting import until
+from ..checks import Mismatch, expect
 
 
 @contextlib.asynccontextmanager
@@ -24,6 +38,7 @@ async def scratch_server(**kwargs):
 
 @contextlib.asynccontextmanager
 async def client(target, **options):
+    """The checker's own connection, closed afterwards (whatever the learner did to theirs)."""
     nc = await connect(target, quiet=True, **options)
     try:
         yield nc
@@ -32,9 +47,76 @@ async def client(target, **options):
             await nc.close()
 
 
+async def _quiet(_exc) -> None:
+    pass
+
+
+@contextlib.asynccontextmanager
+async def learner_client(target, **options):
+    """A plain ``nats.connect`` connection for learner code, as a learner's own program opens it.
+
+    Closed afterwards unless the learner closed or drained it (their right on a connection
+    they are handed only where the exercise says so; the checker reports it otherwise).
+    """
+    url = target if isinstance(target, str) else target.url
+    options = {"connect_timeout": 2, "max_reconnect_attempts": 3, "reconnect_time_wait": 0.2,
+               "error_cb": _quiet, **options}
+    nc = await nats.connect(url, **options)
+    try:
+        yield nc
+    finally:
+        if not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+
+def token(n: int = 6) -> str:
+    """A random lowercase hex name part (subjects, streams, buckets unique to this check)."""
+    return uuid.uuid4().hex[:n]
+
+
+def text_result(value: Any, what: str) -> str:
+    """The learner's return value, which the exercise says is text: bytes and other types fail."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise Mismatch(f"{what} returned bytes; the exercise asks for text (a str).",
+                       expected="a str", seen=f"bytes: {bytes(value)!r}"[:120],
+                       hint="message data is bytes: turn it into text with .decode().")
+    expect(isinstance(value, str), f"{what} must return text (a str).", expected="a str",
+           seen=f"{type(value).__name__}: {value!r}"[:120],
+           hint="return the text itself, not the message object or a list.")
+    return value
+
+
+def of_type(value: Any, types, what: str, expected: str) -> Any:
+    """Insist that the learner returned ``types``; otherwise a verdict naming what came back."""
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    expect(ok, f"{what} returned {type(value).__name__}, not {expected}.", expected=expected,
+           seen=f"{type(value).__name__}: {value!r}"[:140],
+           hint=f"the exercise asks {what} to return {expected}.")
+    return value
+
+
 def subs_of(srv, nc) -> int:
     """How many subscriptions the server holds for connection ``nc`` (its own /connz)."""
     for conn in srv.monitor("connz", subs=True).get("connections", []):
         if conn.get("cid") == nc.client_id:
             return conn.get("subscriptions", 0)
     return 0
+
+
+async def interest(srv, subject: str, *, at_least: int = 1, timeout: float = 5.0) -> int:
+    """Wait until the server would route ``subject`` to ``at_least`` subscriptions; how many it would.
+
+    The server's own answer (``/subsz?test=``), not a flush on someone else's connection: it holds
+    whatever client library, and whatever flush ordering, the subscriber used.
+    """
+    def matching() -> int:
+        found = srv.monitor("subsz", subs=1, test=subject, limit=1024)
+        return int(found.get("total") or len(found.get("subscriptions_list") or []))
+
+    count = await until(lambda: matching() >= at_least and matching(), f"interest in {subject!r}",
+                        timeout=timeout, error=False)
+    return count or matching()

@@ -10,7 +10,7 @@ from . import client, scratch_server, subs_of
 
 
 @exercise("0.1", "start a server",
-          hint='natslab.server("welcome", jetstream=True) starts one and returns it.')
+          hints=('natslab.server("welcome", jetstream=True) starts one and returns it.',))
 async def start_server(start_fn):
     srv = await call_learner(start_fn, what="start_welcome_server()")
     expect(isinstance(srv, Server), "start_welcome_server() must return the server natslab started.",
@@ -33,7 +33,7 @@ async def start_server(start_fn):
 
 
 @exercise("0.2", "publish a first message",
-          hint='await nc.publish("greetings.world", b"hello, NATS")')
+          hints=('await nc.publish("greetings.world", b"hello, NATS")',))
 async def publish_first(say_hello):
     async with scratch_server(jetstream=False) as srv, client(srv) as watcher, client(srv) as nc:
         sub = await watcher.subscribe(">")
@@ -56,8 +56,8 @@ async def publish_first(say_hello):
 
 
 @exercise("0.3", "receive a message",
-          hint="sub = await nc.subscribe(subject); msg = await sub.next_msg(timeout=5); "
-               "await sub.unsubscribe(); return msg.data.decode()")
+          hints=("sub = await nc.subscribe(subject); msg = await sub.next_msg(timeout=5); "
+               "await sub.unsubscribe(); return msg.data.decode()",))
 async def receive_first(first_message):
     token = f"token-{uuid.uuid4().hex[:8]}"
     subject = f"welcome.{uuid.uuid4().hex[:6]}"
@@ -85,7 +85,7 @@ async def receive_first(first_message):
 
 
 @exercise("0.4", "read the server's own view",
-          hint='server.monitor("varz")["connections"] is the number of client connections right now.')
+          hints=('server.monitor("varz")["connections"] is the number of client connections right now.',))
 async def count_connections(client_count):
     async with scratch_server(jetstream=False) as srv:
         seen = []

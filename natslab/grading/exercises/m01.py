@@ -61,8 +61,8 @@ def _subs_on(srv, subject: str) -> list[dict]:
 
 # ------------------------------------------------------------------------------ 1.1
 @exercise("1.1", "route by wildcard",
-          hint="two subscriptions: 'sensors.*.temperature' (one token for the site) and 'audit.>' "
-               "(one or more tokens); in each callback, publish msg.data to the new subject.")
+          hints=("two subscriptions: 'sensors.*.temperature' (one token for the site) and 'audit.>' "
+               "(one or more tokens); in each callback, publish msg.data to the new subject.",))
 async def route_by_wildcard(route):
     sites = [f"site-{_tok(4)}" for _ in range(2)]
     who = _tok(4)
@@ -133,8 +133,8 @@ async def route_by_wildcard(route):
 
 # ------------------------------------------------------------------------------ 1.2
 @exercise("1.2", "a request/reply service",
-          hint="sub = await nc.subscribe(subject, cb=handler) where handler does "
-               "await msg.respond(msg.data.upper())")
+          hints=("sub = await nc.subscribe(subject, cb=handler) where handler does "
+               "await msg.respond(msg.data.upper())",))
 async def upper_service(start_service):
     subject = f"svc.upper.{_tok()}"
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, client(srv, name="service") as nc:
@@ -166,8 +166,8 @@ async def upper_service(start_service):
 
 # ------------------------------------------------------------------------------ 1.3
 @exercise("1.3", "reply, no responders or timeout",
-          hint="try: msg = await nc.request(subject, text.encode(), timeout=0.5) and catch "
-               "nats.errors.NoRespondersError and nats.errors.TimeoutError separately.")
+          hints=("try: msg = await nc.request(subject, text.encode(), timeout=0.5) and catch "
+               "nats.errors.NoRespondersError and nats.errors.TimeoutError separately.",))
 async def request_outcomes(ask):
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, client(srv) as nc:
         echo, silent, nobody = (f"outcome.{k}.{_tok()}" for k in ("echo", "silent", "nobody"))
@@ -201,8 +201,8 @@ async def request_outcomes(ask):
 
 # ------------------------------------------------------------------------------ 1.4
 @exercise("1.4", "spread work over a queue group",
-          hint="for i in range(n): await nc.subscribe(subject, queue=\"workers\", cb=handler), "
-               "where handler replies b\"done:\" + msg.data")
+          hints=("for i in range(n): await nc.subscribe(subject, queue=\"workers\", cb=handler), "
+               "where handler replies b\"done:\" + msg.data",))
 async def queue_workers(start_workers):
     subject = f"jobs.{_tok()}"
     n = random.choice((3, 4))
@@ -252,8 +252,8 @@ async def queue_workers(start_workers):
 
 # ------------------------------------------------------------------------------ 1.5
 @exercise("1.5", "metadata in headers, a versioned JSON body",
-          hint='await nc.publish(subject, json.dumps({"version": 2, ...}).encode(), '
-               'headers={"Content-Type": "application/json", "Trace-Id": trace_id})')
+          hints=('await nc.publish(subject, json.dumps({"version": 2, ...}).encode(), '
+               'headers={"Content-Type": "application/json", "Trace-Id": trace_id})',))
 async def headers_and_json(publish_order):
     subject = f"orders.created.{_tok()}"
     order_id = f"ord-{_tok(8)}"
@@ -300,8 +300,8 @@ async def headers_and_json(publish_order):
 
 # ------------------------------------------------------------------------------ 1.6
 @exercise("1.6", "send a payload larger than max_payload",
-          hint="chunk = nc.max_payload - 512 (room for headers); for each slice publish with headers "
-               "Chunk-Index and Chunk-Count.")
+          hints=("chunk = nc.max_payload - 512 (room for headers); for each slice publish with headers "
+               "Chunk-Index and Chunk-Count.",))
 async def chunked(send_large):
     limit = random.choice((2048, 3072, 4096))
     data = os.urandom(limit * random.randint(5, 8) + random.randint(1, limit - 1))
@@ -362,8 +362,8 @@ async def chunked(send_large):
 
 # ------------------------------------------------------------------------------ 1.7
 @exercise("1.7", "scatter-gather",
-          hint="inbox = nc.new_inbox(); sub = await nc.subscribe(inbox); await nc.publish(subject, b\"\", "
-               "reply=inbox); then collect sub.next_msg() until you have `expected` or max_wait has passed.")
+          hints=("inbox = nc.new_inbox(); sub = await nc.subscribe(inbox); await nc.publish(subject, b\"\", "
+               "reply=inbox); then collect sub.next_msg() until you have `expected` or max_wait has passed.",))
 async def scatter_gather(gather_quotes):
     subject = f"quotes.{_tok()}"
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, client(srv) as nc:
@@ -415,8 +415,8 @@ async def scatter_gather(gather_quotes):
 
 # ------------------------------------------------------------------------------ 1.8
 @exercise("1.8", "survive a server restart",
-          hint="natslab.connect(srv, name=\"resilient\", reconnect_time_wait=0.5, max_reconnect_attempts=-1, "
-               "disconnected_cb=..., reconnected_cb=...) with async callbacks that append to events.")
+          hints=("natslab.connect(srv, name=\"resilient\", reconnect_time_wait=0.5, max_reconnect_attempts=-1, "
+               "disconnected_cb=..., reconnected_cb=...) with async callbacks that append to events.",))
 async def survive_restart(resilient_client):
     subject = f"ticks.{_tok()}"
     events: list = []
@@ -488,7 +488,7 @@ async def survive_restart(resilient_client):
 
 # ------------------------------------------------------------------------------ 1.9
 @exercise("1.9", "drain cleanly",
-          hint="await nc.drain(): stop taking new messages, finish the ones already received, flush, close.")
+          hints=("await nc.drain(): stop taking new messages, finish the ones already received, flush, close.",))
 async def drain_cleanly(stop_worker):
     subject = f"work.{_tok()}"
     total = 80

@@ -92,8 +92,8 @@ async def _no_durables_left(js, stream: str, what: str) -> None:
 
 # ------------------------------------------------------------------------------------- 2.1
 @exercise("2.1", "design a stream for a workload",
-          hint="js.add_stream(name=..., subjects=[f\"{prefix}.>\"], storage=StorageType.MEMORY, "
-               "max_msgs_per_subject=3, max_age=600, max_bytes=10 * 1024 * 1024)")
+          hints=("js.add_stream(name=..., subjects=[f\"{prefix}.>\"], storage=StorageType.MEMORY, "
+               "max_msgs_per_subject=3, max_age=600, max_bytes=10 * 1024 * 1024)",))
 async def design_stream(create_readings_stream):
     name, prefix = f"SENSORS_{_token().upper()}", f"plant{_token(4)}"
     async with _jetstream() as (nc, js, (learner,)):
@@ -142,7 +142,7 @@ async def design_stream(create_readings_stream):
 
 # ------------------------------------------------------------------------------------- 2.2
 @exercise("2.2", "publish exactly once",
-          hint='ack = await js.publish(subject, data, headers={"Nats-Msg-Id": reading_id}); return bool(ack.duplicate)')
+          hints=('ack = await js.publish(subject, data, headers={"Nats-Msg-Id": reading_id}); return bool(ack.duplicate)',))
 async def dedup(publish_reading_once):
     tok = _token()
     stream, subject = f"READINGS_{tok.upper()}", f"r{tok}.boiler"
@@ -176,8 +176,8 @@ async def dedup(publish_reading_once):
 
 # ------------------------------------------------------------------------------------- 2.3
 @exercise("2.3", "process with a pull consumer and explicit acks",
-          hint="create the durable once (js.add_consumer with durable_name, or js.pull_subscribe(..., durable=)), "
-               "fetch in batches until a fetch times out (except asyncio.TimeoutError), ack each message.")
+          hints=("create the durable once (js.add_consumer with durable_name, or js.pull_subscribe(..., durable=)), "
+               "fetch in batches until a fetch times out (except asyncio.TimeoutError), ack each message.",))
 async def pull_explicit(total_amount):
     tok = _token()
     stream, durable = f"ORDERS_{tok.upper()}", f"billing-{_token(4)}"
@@ -226,7 +226,7 @@ async def pull_explicit(total_amount):
 
 # ------------------------------------------------------------------------------------- 2.4
 @exercise("2.4", "terminate a poison message",
-          hint="try: json.loads(msg.data) except ValueError: await msg.term(); otherwise record the id and ack.")
+          hints=("try: json.loads(msg.data) except ValueError: await msg.term(); otherwise record the id and ack.",))
 async def terminate_poison(process_payments):
     tok = _token()
     stream, durable = f"PAYMENTS_{tok.upper()}", "payments"
@@ -319,8 +319,8 @@ async def _real_advisories(nc, js, stream: str, subject: str):
 
 
 @exercise("2.5", "move poison messages to a dead-letter stream",
-          hint="event = json.loads(advisory_msg.data); original = await js.get_msg(event[\"stream\"], event[\"stream_seq\"]); "
-               "publish original.data to dlq_subject with the Dlq-* headers and a Nats-Msg-Id made of stream and seq.")
+          hints=("event = json.loads(advisory_msg.data); original = await js.get_msg(event[\"stream\"], event[\"stream_seq\"]); "
+               "publish original.data to dlq_subject with the Dlq-* headers and a Nats-Msg-Id made of stream and seq.",))
 async def dead_letters(move_to_dead_letters):
     tok = _token()
     stream, dlq, dlq_subject = f"WORK_{tok.upper()}", f"DLQ_{tok.upper()}", f"dlq{tok}.work"
@@ -370,8 +370,8 @@ async def _history(js, stream: str, subject_root: str, count: int) -> list[str]:
 
 
 @exercise("2.6", "replay from a sequence",
-          hint="an ephemeral consumer with deliver_policy=DeliverPolicy.BY_START_SEQUENCE and opt_start_seq=seq; "
-               "fetch until a fetch times out; decode each message's data.")
+          hints=("an ephemeral consumer with deliver_policy=DeliverPolicy.BY_START_SEQUENCE and opt_start_seq=seq; "
+               "fetch until a fetch times out; decode each message's data.",))
 async def replay_sequence(replay_from):
     tok = _token()
     stream = f"EVENTS_{tok.upper()}"
@@ -398,7 +398,7 @@ async def replay_sequence(replay_from):
 
 
 @exercise("2.7", "replay from a point in time",
-          hint="deliver_policy=DeliverPolicy.BY_START_TIME with opt_start_time=since; fetch until a timeout.")
+          hints=("deliver_policy=DeliverPolicy.BY_START_TIME with opt_start_time=since; fetch until a timeout.",))
 async def replay_time(replay_since):
     tok = _token()
     stream = f"AUDIT_{tok.upper()}"
@@ -426,7 +426,7 @@ async def replay_time(replay_since):
 
 # ------------------------------------------------------------------------------------- 2.8
 @exercise("2.8", "a work queue shared by two workers",
-          hint="work-queue retention on the stream; both workers bind the same durable pull consumer \"workers\".")
+          hints=("work-queue retention on the stream; both workers bind the same durable pull consumer \"workers\".",))
 async def work_queue(create_job_queue, worker):
     tok = _token()
     stream, subject = f"JOBS_{tok.upper()}", f"j{tok}.jobs.>"
@@ -474,7 +474,7 @@ async def work_queue(create_job_queue, worker):
 
 # ------------------------------------------------------------------------------------- 2.9
 @exercise("2.9", "aggregate two streams with sources",
-          hint="js.add_stream(name=name, sources=[StreamSource(name=first), StreamSource(name=second)])")
+          hints=("js.add_stream(name=name, sources=[StreamSource(name=first), StreamSource(name=second)])",))
 async def aggregate_sources(aggregate):
     tok = _token()
     first, second, name = f"SHOP_A_{tok.upper()}", f"SHOP_B_{tok.upper()}", f"ALL_SHOPS_{tok.upper()}"

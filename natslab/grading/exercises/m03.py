@@ -125,7 +125,7 @@ async def _cas_increment(kv, key: str) -> int:
 
 # ------------------------------------------------------------------------------ 3.1
 @exercise("3.1", "a bucket for feature flags",
-          hint="await js.create_key_value(bucket=name, history=10, max_value_size=256)")
+          hints=("await js.create_key_value(bucket=name, history=10, max_value_size=256)",))
 async def flags_bucket(create_flags_bucket):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         js, name = nc.jetstream(), f"flags_{_token(6)}"
@@ -143,7 +143,7 @@ async def flags_bucket(create_flags_bucket):
 
 # ------------------------------------------------------------------------------ 3.2
 @exercise("3.2", "read a flag",
-          hint="entry = await kv.get(key) and compare entry.value with b\"on\"; KeyNotFoundError means off.")
+          hints=("entry = await kv.get(key) and compare entry.value with b\"on\"; KeyNotFoundError means off.",))
 async def read_flag(flag_enabled):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         name, kv = await _bucket(nc, "flags", history=5)
@@ -170,8 +170,8 @@ async def read_flag(flag_enabled):
 
 # ------------------------------------------------------------------------------ 3.3
 @exercise("3.3", "register a flag only once",
-          hint="await kv.create(key, default) succeeds only when the key does not exist; "
-               "KeyWrongLastSequenceError means someone else has it.")
+          hints=("await kv.create(key, default) succeeds only when the key does not exist; "
+               "KeyWrongLastSequenceError means someone else has it.",))
 async def register_once(register_flag):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         name, kv = await _bucket(nc, "flags", history=5)
@@ -229,8 +229,8 @@ async def register_once(register_flag):
 
 # ------------------------------------------------------------------------------ 3.4
 @exercise("3.4", "live feature flags with a watcher",
-          hint="w = await kv.watch(\"flags.>\"); async for e in w: skip None; DEL/PURGE -> flags.pop(e.key); "
-               "else flags[e.key] = e.value == b\"on\"; stop the watcher in a finally: block.")
+          hints=("w = await kv.watch(\"flags.>\"); async for e in w: skip None; DEL/PURGE -> flags.pop(e.key); "
+               "else flags[e.key] = e.value == b\"on\"; stop the watcher in a finally: block.",))
 async def live_flags(keep_flags):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         name, kv = await _bucket(nc, "flags", history=5)
@@ -285,8 +285,8 @@ async def live_flags(keep_flags):
 
 # ------------------------------------------------------------------------------ 3.5
 @exercise("3.5", "a counter that stays right under concurrent writers",
-          hint="loop: entry = await kv.get(key) (KeyNotFoundError -> kv.create(key, b\"1\")); "
-               "await kv.update(key, new, last=entry.revision); on KeyWrongLastSequenceError read again and retry.")
+          hints=("loop: entry = await kv.get(key) (KeyNotFoundError -> kv.create(key, b\"1\")); "
+               "await kv.update(key, new, last=entry.revision); on KeyWrongLastSequenceError read again and retry.",))
 async def counter(increment):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner, client(srv) as rival_nc:
         name, kv = await _bucket(nc, "counters")
@@ -340,7 +340,7 @@ async def counter(increment):
 
 # ------------------------------------------------------------------------------ 3.6
 @exercise("3.6", "a session store whose entries expire",
-          hint="await js.create_key_value(bucket=name, ttl=ttl) (history stays 1)")
+          hints=("await js.create_key_value(bucket=name, ttl=ttl) (history stays 1)",))
 async def session_store(open_session_store):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         js, name, ttl = nc.jetstream(), f"sessions_{_token(6)}", random.choice((1.0, 1.5))
@@ -369,8 +369,8 @@ async def _gone(kv, key) -> bool:
 
 # ------------------------------------------------------------------------------ 3.7
 @exercise("3.7", "touch a session without bringing it back",
-          hint="entry = await kv.get(sid) (KeyNotFoundError -> False); "
-               "await kv.update(sid, entry.value, last=entry.revision) (KeyWrongLastSequenceError -> False); True.")
+          hints=("entry = await kv.get(sid) (KeyNotFoundError -> False); "
+               "await kv.update(sid, entry.value, last=entry.revision) (KeyWrongLastSequenceError -> False); True.",))
 async def touch(touch_session):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         name, kv = await _bucket(nc, "sessions", ttl=1)
@@ -419,7 +419,7 @@ async def touch(touch_session):
 
 # ------------------------------------------------------------------------------ 3.8
 @exercise("3.8", "restore an old revision",
-          hint="old = await kv.get(key, revision=revision); return await kv.put(key, old.value)")
+          hints=("old = await kv.get(key, revision=revision); return await kv.put(key, old.value)",))
 async def restore_revision(restore):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         name, kv = await _bucket(nc, "config", history=10)
@@ -473,8 +473,8 @@ async def restore_revision(restore):
 
 # ------------------------------------------------------------------------------ 3.9
 @exercise("3.9", "store a large object with metadata",
-          hint="await obs.put(name, data, meta=api.ObjectMeta(name=name, headers={\"Version\": [version]}, "
-               "options=api.ObjectMetaOptions(max_chunk_size=64 * 1024)))")
+          hints=("await obs.put(name, data, meta=api.ObjectMeta(name=name, headers={\"Version\": [version]}, "
+               "options=api.ObjectMetaOptions(max_chunk_size=64 * 1024)))",))
 async def store_object(store_artifact):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         js, bucket = nc.jetstream(), f"artifacts_{_token(6)}"
@@ -515,8 +515,8 @@ async def store_object(store_artifact):
 
 # ------------------------------------------------------------------------------ 3.10
 @exercise("3.10", "fetch an object and verify it",
-          hint="res = await obs.get(name); compare digest_of(res.data) (or res.info.digest) with expected_digest; "
-               "raise ValueError when they differ.")
+          hints=("res = await obs.get(name); compare digest_of(res.data) (or res.info.digest) with expected_digest; "
+               "raise ValueError when they differ.",))
 async def fetch_object(fetch_verified):
     async with scratch_server() as srv, client(srv) as nc, client(srv) as learner:
         js, bucket = nc.jetstream(), f"artifacts_{_token(6)}"

@@ -77,8 +77,8 @@ async def _cleans_up_after_learner():
 
 # ---------------------------------------------------------------------------------------- 4.1
 @exercise("4.1", "form a cluster from configs",
-          hint='return {"cluster": {"name": cluster_name, "listen": node["listen"], "advertise": '
-               'node["advertise"], "routes": [seed["route_url"]]}} (no routes for the seed itself).')
+          hints=('return {"cluster": {"name": cluster_name, "listen": node["listen"], "advertise": '
+               'node["advertise"], "routes": [seed["route_url"]]}} (no routes for the seed itself).',))
 async def cluster_from_configs(node_config):
     name = f"lab{_token(4)}"
     group = session.Group(backends.get(), kind="cluster")
@@ -180,7 +180,7 @@ async def _leader_apart_from_meta(c, nc, js, stream: str) -> str:
 
 
 @exercise("4.2", "a stream that survives the loss of any one node",
-          hint="await js.add_stream(name=name, subjects=subjects, num_replicas=3)")
+          hints=("await js.add_stream(name=name, subjects=subjects, num_replicas=3)",))
 async def survives_one_node(create_stream):
     name, subject = f"ORD_{_token(4).upper()}", f"ord{_token(4)}"
     async with _topology(start_cluster, 3, name="c4x") as c, \
@@ -216,8 +216,8 @@ async def survives_one_node(create_stream):
 
 # ---------------------------------------------------------------------------------------- 4.3
 @exercise("4.3", "find and kill the stream leader",
-          hint="leader = (await js.stream_info(stream)).cluster.leader; cluster[leader].kill(); then poll "
-               "stream_info until cluster.leader is another server, and return it.")
+          hints=("leader = (await js.stream_info(stream)).cluster.leader; cluster[leader].kill(); then poll "
+               "stream_info until cluster.leader is another server, and return it.",))
 async def kill_the_leader(fail_over):
     stream, subject = f"PAY_{_token(4).upper()}", f"pay{_token(4)}"
     async with _topology(start_cluster, 3, name="c4y") as c, \
@@ -249,7 +249,7 @@ async def kill_the_leader(fail_over):
 
 # ---------------------------------------------------------------------------------------- 4.4
 @exercise("4.4", "read a stream that has lost its quorum",
-          hint="msg = await js.get_msg(stream, seq=seq, direct=True); return msg.data.decode()")
+          hints=("msg = await js.get_msg(stream, seq=seq, direct=True); return msg.data.decode()",))
 async def read_without_quorum(read_message):
     stream, subject = f"LOG_{_token(4).upper()}", f"log{_token(4)}"
     async with _topology(start_cluster, 3, name="c4z") as c:
@@ -289,8 +289,8 @@ async def read_without_quorum(read_message):
 
 # ---------------------------------------------------------------------------------------- 4.5
 @exercise("4.5", "place a stream in a chosen cluster",
-          hint="from nats.js.api import Placement; await js.add_stream(name=name, subjects=subjects, "
-               "placement=Placement(cluster=cluster))")
+          hints=("from nats.js.api import Placement; await js.add_stream(name=name, subjects=subjects, "
+               "placement=Placement(cluster=cluster))",))
 async def place_in_cluster(place_stream):
     regions = [f"r{_token(3)}", f"r{_token(3)}"]
     target, other = regions
@@ -321,8 +321,8 @@ async def place_in_cluster(place_stream):
 
 # ---------------------------------------------------------------------------------------- 4.6
 @exercise("4.6", "connect a leaf node and route a request through it",
-          hint="lt = natslab.leafnode(hub); nc = await natslab.connect(lt.leaf); "
-               "reply = await nc.request(subject, b'...', timeout=2); await nc.close(); return reply.data.decode()")
+          hints=("lt = natslab.leafnode(hub); nc = await natslab.connect(lt.leaf); "
+               "reply = await nc.request(subject, b'...', timeout=2); await nc.close(); return reply.data.decode()",))
 async def request_through_leaf(ask_via_leaf):
     subject, answer = f"svc.{_token()}", f"answer-{_token(8)}"
     seen: dict = {}
@@ -420,8 +420,8 @@ class _OutageWatch:
 
 
 @exercise("4.7", "a rolling restart with no lost messages",
-          hint="for srv in cluster: srv.restart() (or lame_duck(), wait until not srv.running, srv.start()); "
-               "each start returns once the server is healthy; then wait until every replica is current.")
+          hints=("for srv in cluster: srv.restart() (or lame_duck(), wait until not srv.running, srv.start()); "
+               "each start returns once the server is healthy; then wait until every replica is current.",))
 async def rolling_restart_check(rolling_restart):
     stream, subject = f"EVT_{_token(4).upper()}", f"evt{_token(4)}"
     async with _topology(start_cluster, 3, name="c4r", config=LAME_DUCK) as c, \

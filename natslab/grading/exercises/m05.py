@@ -70,7 +70,7 @@ def _accepted(result: sec.Attempt, problem: str, hint: str) -> None:
 
 # ------------------------------------------------------------------------------ 5.1
 @exercise("5.1", "require TLS on a server",
-          hint='return {"tls": {"cert_file": cert_file, "key_file": key_file}}')
+          hints=('return {"tls": {"cert_file": cert_file, "key_file": key_file}}',))
 async def tls_settings_check(tls_settings):
     ca = sec.CertificateAuthority(f"check-{_tag()}")
     files = ca.server_cert()
@@ -94,7 +94,7 @@ async def tls_settings_check(tls_settings):
 
 # ------------------------------------------------------------------------------ 5.2
 @exercise("5.2", "a client that verifies the server",
-          hint="return ssl.create_default_context(cafile=ca_file): it checks the certificate and the host name.")
+          hints=("return ssl.create_default_context(cafile=ca_file): it checks the certificate and the host name.",))
 async def verifying_context_check(verifying_context):
     ca, impostor_ca = sec.CertificateAuthority(f"check-{_tag()}"), sec.CertificateAuthority(f"impostor-{_tag()}")
     ctx = await call_learner(verifying_context, str(ca.path), what="verifying_context(ca_file)")
@@ -116,7 +116,7 @@ async def verifying_context_check(verifying_context):
 
 # ------------------------------------------------------------------------------ 5.3
 @exercise("5.3", "require client certificates (mutual TLS)",
-          hint='{"tls": {"cert_file": ..., "key_file": ..., "ca_file": ca_file, "verify": True}}')
+          hints=('{"tls": {"cert_file": ..., "key_file": ..., "ca_file": ca_file, "verify": True}}',))
 async def mtls_settings_check(mtls_settings):
     ca, other = sec.CertificateAuthority(f"check-{_tag()}"), sec.CertificateAuthority(f"other-{_tag()}")
     files = ca.server_cert()
@@ -140,7 +140,7 @@ async def mtls_settings_check(mtls_settings):
 
 # ------------------------------------------------------------------------------ 5.4
 @exercise("5.4", "exactly the permissions a service needs",
-          hint='{"subscribe": {"allow": [subject]}, "publish": {"deny": [">"]}, "allow_responses": True}')
+          hints=('{"subscribe": {"allow": [subject]}, "publish": {"deny": [">"]}, "allow_responses": True}',))
 async def service_permissions_check(service_permissions):
     t = _tag()
     subject = f"svc.{t}.lookup"
@@ -193,7 +193,7 @@ async def service_permissions_check(service_permissions):
 
 # ------------------------------------------------------------------------------ 5.5
 @exercise("5.5", "a read-only user with a hidden branch",
-          hint='{"subscribe": {"allow": [f"{prefix}.>"], "deny": [f"{prefix}.{hidden}.>"]}, "publish": {"deny": [">"]}}')
+          hints=('{"subscribe": {"allow": [f"{prefix}.>"], "deny": [f"{prefix}.{hidden}.>"]}, "publish": {"deny": [">"]}}',))
 async def reader_permissions_check(reader_permissions):
     t = _tag()
     prefix, hidden = f"metrics{t}", f"billing{t[:3]}"
@@ -230,8 +230,8 @@ async def reader_permissions_check(reader_permissions):
 
 # ------------------------------------------------------------------------------ 5.6
 @exercise("5.6", "two isolated tenants sharing one service",
-          hint="three accounts: the shared one exports {'service': subject}; each tenant imports "
-               "{'service': {'account': <shared account name>, 'subject': subject}}.")
+          hints=("three accounts: the shared one exports {'service': subject}; each tenant imports "
+               "{'service': {'account': <shared account name>, 'subject': subject}}.",))
 async def tenant_accounts_check(tenant_accounts):
     t = _tag()
     subject = f"pricing.{t}.quote"
@@ -289,7 +289,7 @@ async def tenant_accounts_check(tenant_accounts):
 
 # ------------------------------------------------------------------------------ 5.7
 @exercise("5.7", "issue a user JWT with limits",
-          hint='account.user(name, pub="orders.>", sub=["orders.>", "_INBOX.>"], subs=3, payload=512, expires=600)')
+          hints=('account.user(name, pub="orders.>", sub=["orders.>", "_INBOX.>"], subs=3, payload=512, expires=600)',))
 async def issue_user_check(issue_limited_user):
     op = sec.Operator(f"check{_tag()}")
     acct = op.account("SHOP", signing_key=True)
@@ -337,7 +337,7 @@ async def issue_user_check(issue_limited_user):
 
 # ------------------------------------------------------------------------------ 5.8
 @exercise("5.8", "revoke a user on a running server",
-          hint="account.revoke(user); await sec.push_account(server, account)")
+          hints=("account.revoke(user); await sec.push_account(server, account)",))
 async def revoke_check(revoke_user):
     op = sec.Operator(f"check{_tag()}")
     acct = op.account("TEAM", signing_key=True)
@@ -364,8 +364,8 @@ async def revoke_check(revoke_user):
 
 # ------------------------------------------------------------------------------ 5.9
 @exercise("5.9", "an auth callout responder",
-          hint="subscribe to $SYS.REQ.USER.AUTH; req = sec.AuthRequest.parse(msg.data); "
-               "await msg.respond(req.allow(issuer, account=..., pub=..., sub=...) or req.deny(issuer, reason))")
+          hints=("subscribe to $SYS.REQ.USER.AUTH; req = sec.AuthRequest.parse(msg.data); "
+               "await msg.respond(req.allow(issuer, account=..., pub=..., sub=...) or req.deny(issuer, reason))",))
 async def callout_check(start_auth_service):
     t = _tag()
     issuer = sec.new_key("account")
