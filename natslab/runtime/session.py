@@ -63,11 +63,16 @@ class Group:
             _groups.pop(self.id, None)
 
 
+def groups() -> list[Group]:
+    """The groups of servers this process has running now, oldest first (checkers use it to find
+    the servers a learner's code started)."""
+    with _lock:
+        return list(_groups.values())
+
+
 def stop_all() -> None:
     """Stop and remove every server this process started (teardown cells, atexit)."""
-    with _lock:
-        groups = list(_groups.values())
-    for g in reversed(groups):  # newest first: a leaf goes before its hub
+    for g in reversed(groups()):  # newest first: a leaf goes before its hub
         try:
             g.close()
         except Exception:
