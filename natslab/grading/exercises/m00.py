@@ -1,108 +1,197 @@
-"""Module 00 (Welcome): start a server, publish, subscribe, read the server's own view."""
+"""Module 00 (Welcome): start a server, publish, subscribe, read the server's own view.
+
+Learner code gets plain ``nats.connect`` connections (``learner_client``); the checkers wait on the
+server's view of that connection (``/connz``, ``/subsz``), never on a flush of it.
+"""
 from __future__ import annotations
 
 import asyncio
-import uuid
+import contextlib
 
-from ..checks import call_learner, exercise, expect
+from ..checks import Mismatch, call_learner, exercise, expect
 from ...runtime.server import Server
-from . import client, scratch_server, subs_of
+from ...runtime.waiting import until
+from . import client, learner_client, of_type, scratch_server, subs_of, text_result, token
 
 
-@exercise("0.1", "start a server",
-          hints=('natslab.server("welcome", jetstream=True) starts one and returns it.',))
+def connection_record(srv, cid: int) -> dict | None:
+    """The server's /connz entry for connection ``cid``, open or closed (None if it has none)."""
+    for state in ("open", "closed"):
+        found = srv.monitor("connz", state=state, cid=cid).get("connections") or []
+        if found:
+            return found[0]
+    return None
+
+
+MARKER = "_CHECK.marker"
+
+
+async def everything_from(srv, nc, chk, cid: int, timeout: float = 5.0) -> None:
+    """Return once the server has routed everything ``nc`` published so far, and ``chk`` has it.
+
+    No flush of the learner's connection (nats-py 2.16 may send its PING ahead of the buffer):
+    on an open connection a marker published on it travels behind everything before it, so when
+    ``chk`` receives the marker the rest has arrived; a closed connection wrote its buffer before
+    closing, and the server lists it as closed once it has read it all.  ``cid`` is the
+    connection's id, taken before the learner's code ran (nats-py forgets it on close).
+    """
+    if not nc.is_closed and not nc.is_draining:
+        subject = f"{MARKER}.{token(12)}"
+        marker = await chk.subscribe(subject)
+        await chk.flush()
+        try:
+            await nc.publish(subject, b"")
+            await marker.next_msg(timeout=timeout)
+            return
+        except Exception:  # closed meanwhile, or not connected: the closed path below
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await marker.unsubscribe()
+    await until(lambda: nc.is_closed, "the connection to finish closing", timeout=timeout, error=False)
+    await until(lambda: srv.monitor("connz", state="closed", cid=cid).get("connections"),
+                "the server to list the connection as closed", timeout=timeout, error=False)
+    await chk.flush()
+
+
+# ------------------------------------------------------------------------------ 0.1
+@exercise("0.1", "start a server", hints=(
+    "a server is started with the course's helper natslab.server(name, ...) and returned running "
+    "(notebook 00_welcome, 'Start a server').",
+    "natslab.server(name, jetstream=...) returns a Server; its first argument becomes the server_name "
+    "in /varz.",
+    'return natslab.server("welcome", jetstream=True)',
+))
 async def start_server(start_fn):
-    srv = await call_learner(start_fn, what="start_welcome_server()")
-    expect(isinstance(srv, Server), "start_welcome_server() must return the server natslab started.",
-           expected="a natslab Server", seen=f"{type(srv).__name__}: {srv!r}"[:100],
-           hint="return the value of natslab.server(...).")
+    srv = await call_learner(start_fn, what="start_welcome_server()", timeout=60)
+    of_type(srv, Server, "start_welcome_server()", "the Server that natslab.server(...) returned")
     try:
         expect(srv.running, "the server you returned is not running.", expected="running", seen="stopped",
-               hint="don't stop the server inside the function; return it running.")
+               hint="a server that is stopped (or never started) before the function returns cannot "
+                    "answer; return it running.")
         varz = srv.monitor("varz")
         expect(varz.get("server_name") == "welcome", "the server has the wrong name.",
                expected="server_name: welcome", seen=f"server_name: {varz.get('server_name')}",
-               hint='give natslab.server() the name as its first argument: natslab.server("welcome").')
+               hint="the name natslab.server() is given is the server_name the server reports in /varz; "
+                    "names are case-sensitive.")
         jsz = srv.monitor("jsz")
         js_on = bool(jsz.get("config")) and not jsz.get("disabled", False)
         expect(js_on, "JetStream is not enabled on the server.", expected="/jsz shows a JetStream config",
-               seen="JetStream disabled", hint="pass jetstream=True.")
-        return f"/varz names it {varz['server_name']!r}, nats-server {varz.get('version')}, JetStream on."
+               seen="JetStream disabled",
+               hint="JetStream is a server option: natslab.server turns it on or off with its jetstream argument.")
+        return f"/varz names it {varz['server_name']!r} (nats-server {varz.get('version')}); /jsz shows JetStream on."
     finally:
         await asyncio.to_thread(srv.close)
 
 
-@exercise("0.2", "publish a first message",
-          hints=('await nc.publish("greetings.world", b"hello, NATS")',))
+# ------------------------------------------------------------------------------ 0.2
+@exercise("0.2", "publish a first message", hints=(
+    "publishing sends bytes to a subject; the server forwards them to every matching subscription "
+    "(notebook 00_welcome, 'Your first message').",
+    "await nc.publish(subject, payload) with the subject as text and the payload as bytes.",
+    'await nc.publish("greetings.world", b"hello, NATS")',
+))
 async def publish_first(say_hello):
-    async with scratch_server(jetstream=False) as srv, client(srv) as watcher, client(srv) as nc:
-        sub = await watcher.subscribe(">")
+    async with scratch_server(jetstream=False) as srv, client(srv) as watcher, learner_client(srv) as nc:
+        got: list = []
+
+        async def keep(msg):
+            got.append(msg)
+
+        await watcher.subscribe(">", cb=keep)
         await watcher.flush()
+        cid = nc.client_id
         await call_learner(say_hello, nc, what="say_hello(nc)")
-        await nc.flush()
-        try:
-            msg = await sub.next_msg(timeout=2)
-        except asyncio.TimeoutError:
-            msg = None
-        expect(msg is not None, "no message reached the server.", expected="one message on greetings.world",
-               seen="nothing within 2 s", hint="call await nc.publish(subject, data) inside say_hello.")
+        await everything_from(srv, nc, watcher, cid)
+        got = [m for m in got if not m.subject.startswith(MARKER)]
+        expect(got, "no message reached the server.", expected="one message on greetings.world",
+               seen="nothing (a subscriber on '>' received nothing from your connection)",
+               hint="a publish is a call on the connection you are given; was it awaited?")
+        expect(len(got) == 1, "say_hello published more than one message.", expected="exactly one message",
+               seen=", ".join(f"{m.subject}: {m.data!r}" for m in got)[:160],
+               hint="the exercise asks for a single publish.")
+        msg = got[0]
         expect(msg.subject == "greetings.world", "the message went to another subject.",
                expected="subject greetings.world", seen=f"subject {msg.subject}",
-               hint="subjects are case-sensitive and separated by dots.")
+               hint="subjects are compared exactly: case-sensitive, tokens separated by dots.")
         expect(msg.data == b"hello, NATS", "the message carries other data.",
                expected=repr(b"hello, NATS"), seen=repr(msg.data)[:80],
-               hint="payloads are bytes: b\"hello, NATS\" or \"hello, NATS\".encode().")
-        return "a subscriber on '>' received b'hello, NATS' on greetings.world."
+               hint="the payload is compared byte for byte: same text, same case, same punctuation.")
+        return "a subscriber on '>' received exactly one message: b'hello, NATS' on greetings.world."
 
 
-@exercise("0.3", "receive a message",
-          hints=("sub = await nc.subscribe(subject); msg = await sub.next_msg(timeout=5); "
-               "await sub.unsubscribe(); return msg.data.decode()",))
+# ------------------------------------------------------------------------------ 0.3
+@exercise("0.3", "receive a message", hints=(
+    "a subscription receives messages until you unsubscribe; a message's data is bytes "
+    "(notebook 00_welcome, 'Your first message').",
+    "nc.subscribe(subject) returns a subscription; sub.next_msg(timeout=...) waits for one message; "
+    "sub.unsubscribe() ends it; bytes.decode() gives text.",
+    "sub = await nc.subscribe(subject); msg = await sub.next_msg(timeout=5); "
+    "await sub.unsubscribe(); return msg.data.decode()",
+))
 async def receive_first(first_message):
-    token = f"token-{uuid.uuid4().hex[:8]}"
-    subject = f"welcome.{uuid.uuid4().hex[:6]}"
-    async with scratch_server(jetstream=False) as srv, client(srv) as pub, client(srv) as nc:
+    secret = f"token-{token(8)}"
+    subject = f"welcome.{token()}"
+    async with scratch_server(jetstream=False) as srv, client(srv) as pub, learner_client(srv) as nc:
         before = subs_of(srv, nc)
-        task = asyncio.ensure_future(call_learner(first_message, nc, subject, what="first_message(nc, subject)"))
-        while not task.done():  # the learner subscribes whenever it likes: keep offering the token
-            await pub.publish(subject, token.encode())
-            await pub.flush()
-            await asyncio.wait({task}, timeout=0.05)
-        got = task.result()
-        if isinstance(got, (bytes, bytearray)):
-            got = bytes(got).decode(errors="replace")
-        expect(got == token, "first_message returned something other than the message's text.",
-               expected=repr(token), seen=repr(got)[:80],
-               hint="return msg.data.decode(): the data of the message, as text.")
-        await nc.flush()
-        after = subs_of(srv, nc)
-        expect(after <= before, "the subscription is still open after first_message returned.",
+        task = asyncio.ensure_future(call_learner(first_message, nc, subject, timeout=10,
+                                                  what="first_message(nc, subject)"))
+        try:
+            while not task.done():  # the learner subscribes whenever it likes: keep offering the token
+                await pub.publish(subject, secret.encode())
+                await asyncio.wait({task}, timeout=0.05)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        got = text_result(task.result(), "first_message")
+        expect(got == secret, "first_message returned something other than the message's text.",
+               expected=repr(secret), seen=repr(got)[:80],
+               hint="the checker's message carries the token as its data; return that data as text, "
+                    "nothing added (str(bytes) adds b'...').")
+        expect(not nc.is_closed, "first_message closed the connection it was handed.",
+               expected="the connection still open", seen="closed",
+               hint="ending the subscription is enough; the connection belongs to the caller.")
+        after = await until(lambda: subs_of(srv, nc) <= before, "the subscription to go", timeout=3,
+                            error=False)
+        expect(after, "the subscription is still open after first_message returned.",
                expected=f"{before} subscriptions on the connection (server's /connz)",
-               seen=f"{after} subscriptions",
-               hint="call await sub.unsubscribe() once you have the message: the server keeps "
-                    "routing messages to a subscription until you do.")
-        return f"it returned {token!r}, published by the checker, and left no subscription behind (/connz)."
+               seen=f"{subs_of(srv, nc)} subscriptions",
+               hint="the server keeps routing messages to a subscription until it is told to end it "
+                    "(an UNSUB); reading one message does not end it, and neither does nats-py's "
+                    "subscribe(max_msgs=1), which only stops delivery inside the client.")
+        return f"it returned {secret!r}, published by the checker, and left no subscription behind (/connz)."
 
 
-@exercise("0.4", "read the server's own view",
-          hints=('server.monitor("varz")["connections"] is the number of client connections right now.',))
+# ------------------------------------------------------------------------------ 0.4
+@exercise("0.4", "read the server's own view", hints=(
+    "the server counts its own connections and tells you on its monitoring port, in /varz "
+    "(notebook 00_welcome, 'Start a server' and 'Your first message').",
+    'server.monitor("varz") returns /varz as a dict; its "connections" field is the number open now.',
+    'return server.monitor("varz")["connections"]',
+))
 async def count_connections(client_count):
     async with scratch_server(jetstream=False) as srv:
         seen = []
-        for extra in (2, 5):
-            conns = [await _open(srv) for _ in range(extra)]
-            want = srv.monitor("varz")["connections"]
-            got = await call_learner(client_count, srv, what="client_count(server)")
-            seen.append((want, got))
-            for c in conns:
-                await c.close()
-            expect(got == want, "client_count returned a different number than the server reports.",
-                   expected=f"{want} (from the server's /varz)", seen=repr(got),
-                   hint="ask the server each time: server.monitor(\"varz\") returns /varz as a dict.")
-        return f"it matched the server's /varz with {seen[0][0]} and then {seen[1][0]} connections open."
-
-
-async def _open(srv):
-    from ...runtime.client import connect
-
-    return await connect(srv, quiet=True)
+        for extra in (2, 5, 3):
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(extra):
+                    await stack.enter_async_context(client(srv))
+                await until(lambda: srv.monitor("varz")["connections"] == extra,
+                            f"the server to count {extra} connections", timeout=10)
+                got = await call_learner(client_count, srv, what="client_count(server)")
+                of_type(got, int, "client_count(server)", "an int (the number of connections)")
+                varz = srv.monitor("varz")
+                seen.append(extra)
+                if got != extra and got == varz.get("total_connections"):
+                    raise Mismatch("client_count returned how many connections the server has ever had.",
+                                   expected=f"{extra} open now (from /varz connections)",
+                                   seen=f"{got} (/varz total_connections)",
+                                   hint="total_connections counts every connection since the server started; "
+                                        "another field counts the ones open now.")
+                expect(got == extra, "client_count returned a different number than the server reports.",
+                       expected=f"{extra} (from the server's /varz)", seen=repr(got),
+                       hint="the count changes between calls: ask the server each time, and count every "
+                            "client it has, not only connections your code opened.")
+        return f"it matched the server's /varz with {seen[0]}, {seen[1]} and then {seen[2]} connections open."
