@@ -15,10 +15,10 @@ __all__ = [
     "ServerStartError", "Server", "monitor", "server", "stop_all", "workdir",
 ]
 
-from .runtime.waiting import WaitTimeout, until  # noqa: E402
+from .runtime.waiting import WaitTimeout, until, until_sync  # noqa: E402
 from .runtime.topology import Cluster, LeafTopology, SuperCluster, cluster, leafnode, supercluster  # noqa: E402
 
-__all__ += ["WaitTimeout", "until", "Cluster", "LeafTopology", "SuperCluster", "cluster", "leafnode", "supercluster"]
+__all__ += ["WaitTimeout", "until", "until_sync", "Cluster", "LeafTopology", "SuperCluster", "cluster", "leafnode", "supercluster"]
 
 from .grading.checks import ExerciseFailed, check, hint, progress  # noqa: E402
 from .runtime.client import ConnectFailed, connect  # noqa: E402

@@ -60,7 +60,7 @@ def status_line(s) -> str:
 def run_console(servers, stdin=sys.stdin, out=sys.stdout) -> None:
     by_name = {s.name: s for s in servers}
     say = lambda text: print(text, file=out, flush=True)  # noqa: E731
-    say(f"natslab console: {len(servers)} server(s) on the {servers[0].backend.name} backend. Type 'help'.")
+    say(f"natslab console: {len(servers)} server(s) on the {servers[0].backend} backend. Type 'help'.")
     for s in servers:
         say(status_line(s))
     interactive = stdin.isatty()

@@ -66,7 +66,7 @@ def test_docker_required_but_missing_names_the_fix():
 
 
 def test_auto_falls_back_to_local_and_says_why():
-    out = run_py("import natslab; s = natslab.server(); print('BACKEND', s.backend.name); natslab.stop_all()",
+    out = run_py("import natslab; s = natslab.server(); print('BACKEND', s.backend); natslab.stop_all()",
                  env={"NATSLAB_BACKEND": "auto", "DOCKER_HOST": "unix:///nonexistent/docker.sock",
                       "NATSLAB_QUIET": ""})
     assert out.returncode == 0, out.stderr

@@ -36,7 +36,7 @@ def _js_count(url: str, publish: int = 0) -> int:
 
 def test_lifecycle_and_restart_keeps_jetstream_data(backend):
     with natslab.server("life", backend=backend) as srv:
-        assert srv.backend.name == backend and srv.running
+        assert srv.backend == backend and srv.runner.name == backend and srv.running
         assert srv.url.startswith("nats://127.0.0.1:") and srv.monitor_url.startswith("http://127.0.0.1:")
         assert _roundtrip(srv.url) == b"ping"
         assert srv.monitor("varz")["server_name"] == "life"

@@ -6,9 +6,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-ENDPOINTS = ("varz", "connz", "routez", "gatewayz", "leafz", "subsz", "accountz", "accstatz",
-             "jsz", "healthz")
-
 
 def fetch(monitor_url: str, endpoint: str, timeout: float = 5.0, **params) -> dict:
     """GET ``monitor_url/endpoint?params`` and decode the JSON reply.

@@ -22,6 +22,10 @@ LOW, HIGH = 14000, 29999
 _REGISTRY = Path(tempfile.gettempdir()) / "natslab-ports.json"
 
 
+class PortRace(Exception):
+    """A free port was taken between choosing it and the server binding it; natslab tries others."""
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -4,15 +4,14 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import backends, confgen, ports as portlib, session
+from . import confgen, ports as portlib, session
 from ..errors import NatslabError, PortInUse, ServerStartError
 from .monitor import fetch
+from .waiting import until_sync
 
-ROLES = ("client", "monitor", "cluster", "gateway", "leafnode")
 _CONFIG_ERROR = re.compile(r"(nats-server: .*|.*\[(FTL|ERR)\].*)")
 
 
@@ -25,13 +24,14 @@ class Server:
     remove everything).  Use ``with``/``async with`` or ``natslab.stop_all()`` to clean up.
     """
 
-    def __init__(self, group: session.Group, name: str, *, jetstream: bool | Mapping = True,
+    def __init__(self, group: session.ServerGroup, name: str, *, jetstream: bool | Mapping = True,
                  port: int | None = None, monitor_port: int | None = None,
                  extra: Mapping[str, Any] | None = None, extra_text: str = "",
                  roles: tuple[str, ...] = ()):
         self.group = group
         self.name = name
-        self.backend = group.backend
+        self.backend: str = group.backend  # "docker" or "local"
+        self.runner = group.runner  # what starts the process or container
         self.jetstream = jetstream
         self.extra = dict(extra or {})
         self.extra_text = extra_text
@@ -43,7 +43,7 @@ class Server:
         self.gateway_name: str | None = None
         self.gateway_peers: dict[str, list[Server]] = {}
         self.leaf_remotes: list[dict] = []  # {"hubs": [Server], **settings}
-        self.networks: list[session.Group] = []
+        self.networks: list[session.ServerGroup] = []
         self._fixed = {r: p for r, p in (("client", port), ("monitor", monitor_port)) if p}
         self._roles = ("client", "monitor") + tuple(r for r in roles if r not in ("client", "monitor"))
         self.ports: dict[str, int] = {}
@@ -80,7 +80,7 @@ class Server:
 
     # -- config -------------------------------------------------------------------------------
     def render_config(self) -> str:
-        b = self.backend
+        b = self.runner
         bind, me = b.bind_host, b.peer_host(self)
         p = self.ports
         conf: dict[str, Any] = {
@@ -122,7 +122,7 @@ class Server:
             conf["leafnodes"] = leaf
         conf = confgen.merge(conf, self.extra)
         where = ("Docker: listens on 0.0.0.0 inside its container; ports published on 127.0.0.1 only"
-                 if b.name == "docker" else "local process: listens on 127.0.0.1 only")
+                 if self.backend == "docker" else "local process: listens on 127.0.0.1 only")
         head = (f'nats-server config for "{self.name}", written by natslab ({where}).\n'
                 f"Clients: {self.url}   Monitoring: {self.monitor_url}")
         text = confgen.render(conf, comment=head)
@@ -136,7 +136,7 @@ class Server:
             raise NatslabError(f"Server {self.name} was closed.", "start a new one with natslab.server().")
         self.config_path.write_text(self.render_config())
         if self.handle is None:
-            self.handle = self.backend.create(self)
+            self.handle = self.runner.create(self)
         self.handle.start()
 
     def start(self, timeout: float = 30.0) -> "Server":
@@ -144,11 +144,11 @@ class Server:
         if self.running:
             return self
         for attempt in range(3):
-            self._launch()
             try:
+                self._launch()
                 self.wait_ready(timeout)
                 return self
-            except _PortRace:
+            except portlib.PortRace:
                 if self._fixed.keys() >= {"client", "monitor"} and attempt == 2:
                     raise
                 self._discard_handle()
@@ -160,31 +160,30 @@ class Server:
             self.handle.remove()
             self.handle = None
 
-    def wait_ready(self, timeout: float = 30.0, healthz: bool = True) -> None:
-        """Poll ``/healthz`` until the server says it is ok; explain a server that died."""
-        deadline = time.monotonic() + timeout
-        delay = 0.003
-        last = "no answer yet"
-        while True:
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until ``/healthz`` says ok; explain a server that died instead (its own log lines)."""
+        last = ["no answer yet"]
+
+        def healthy() -> bool:
             if not self.handle.running():
                 self._explain_exit()
             try:
                 reply = fetch(self.monitor_url, "healthz", timeout=2)
-                if reply.get("status") == "ok":
-                    return
-                last = reply.get("error") or str(reply)
-            except Exception as exc:
-                last = str(exc) or type(exc).__name__
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"nats-server {self.name} did not become healthy within {timeout:.0f} s "
-                    f"(last /healthz answer: {last}).",
-                    "read srv.logs() for the server's view; a JetStream cluster needs a majority "
-                    "of its nodes running to elect a meta leader.",
-                    details=_tail(self.handle.logs(since_start=True), 12),
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+            except (OSError, ValueError) as exc:  # not listening yet, or half a reply
+                last[0] = str(exc) or type(exc).__name__
+                return False
+            last[0] = reply.get("error") or str(reply)
+            return reply.get("status") == "ok"
+
+        if not until_sync(healthy, f"nats-server {self.name} to become healthy", timeout=timeout,
+                          every=0.02, error=False):
+            raise ServerStartError(
+                f"nats-server {self.name} did not become healthy within {timeout:.0f} s "
+                f"(last /healthz answer: {last[0]}).",
+                "read srv.logs() for the server's view; a JetStream cluster needs a majority "
+                "of its nodes running to elect a meta leader.",
+                details=_tail(self.handle.logs(since_start=True), 12),
+            )
 
     def _explain_exit(self) -> None:
         log = self.handle.logs(since_start=True)
@@ -196,7 +195,7 @@ class Server:
                     "is already in use by another program.",
                     "leave the port unset so natslab picks a free one, or stop the other program.",
                     details=_tail(log, 4))
-            raise _PortRace()
+            raise portlib.PortRace(log)
         lines = [m.group(0).strip() for m in _CONFIG_ERROR.finditer(log)]
         said = [l for l in lines if l.startswith("nats-server:")]  # how the binary reports a bad config
         if said:
@@ -250,10 +249,10 @@ class Server:
 
     def cut(self) -> None:
         """Cut this server off from its peers (routes, gateways, leaf links); clients still reach it."""
-        self.backend.cut(self)
+        self.runner.cut(self)
 
     def heal(self) -> None:
-        self.backend.heal(self)
+        self.runner.heal(self)
 
     def logs(self) -> str:
         return self.handle.logs() if self.handle is not None else ""
@@ -283,12 +282,12 @@ class Server:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("running" if self.running else "stopped")
-        return f"<natslab Server {self.name} {state} {self.backend.name} {self.url} monitor {self.monitor_url}>"
+        return f"<natslab Server {self.name} {state} {self.backend} {self.url} monitor {self.monitor_url}>"
 
     def _repr_html_(self) -> str:
         state = "closed" if self.closed else ("running" if self.running else "stopped")
         rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td><code>{html.escape(str(v))}</code></td></tr>"
-                       for k, v in (("name", self.name), ("state", state), ("backend", self.backend.name),
+                       for k, v in (("name", self.name), ("state", state), ("backend", self.backend),
                                     ("url", self.url), ("monitor_url", self.monitor_url)))
         return f"<table>{rows}</table>"
 
@@ -306,10 +305,6 @@ class Server:
         await asyncio.to_thread(self.__exit__, *exc)
 
 
-class _PortRace(Exception):
-    """A free port was taken between choosing it and the server binding it; try others."""
-
-
 def _tail(text: str, n: int) -> str:
     lines = [l for l in text.splitlines() if l.strip()]
     return "\n".join(lines[-n:])
@@ -325,7 +320,7 @@ def server(name: str = "nats", *, jetstream: bool | Mapping = True, port: int | 
     ``{"authorization": {"token": "s3cret"}}``) and ``config_text`` is appended verbatim.
     ``leafnodes=True`` opens a port that leaf nodes can join.
     """
-    group = session.Group(backends.get(backend), kind="server")
+    group = session.ServerGroup("server", backend)
     try:
         srv = Server(group, name, jetstream=jetstream, port=port, monitor_port=monitor_port,
                      extra=config, extra_text=config_text, roles=("leafnode",) if leafnodes else ())

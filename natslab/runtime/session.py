@@ -1,6 +1,7 @@
 """Where a process keeps its servers: one work directory, groups of servers, clean-up at exit.
 
-Every server lives in a *group* (one standalone server, one cluster, one super-cluster).  All
+Every server lives in a ``ServerGroup`` (one standalone server, one cluster, one super-cluster, one
+leaf node).  All
 groups of a process sit under one session directory, which the Docker backend mounts into each
 container at the same path: any file natslab or the learner writes under ``workdir()``
 (certificates, credentials, JWTs) is visible to the server at the path the config names.
@@ -19,7 +20,7 @@ from . import guard
 
 _lock = threading.Lock()
 _root: Path | None = None
-_groups: dict[str, "Group"] = {}
+_groups: dict[str, "ServerGroup"] = {}
 
 
 def root() -> Path:
@@ -40,13 +41,20 @@ def workdir() -> Path:
     return path
 
 
-class Group:
-    """Servers that know each other (share a Docker network) and are cleaned up together."""
+class ServerGroup:
+    """Servers that know each other (share a Docker network) and are cleaned up together.
 
-    def __init__(self, backend, kind: str = "server"):
+    ``backend`` is the backend's name (``"docker"``/``"local"``, or None for the environment's
+    choice); ``runner`` is the object that starts its servers (``backends.get(backend)``).
+    """
+
+    def __init__(self, kind: str = "server", backend: str | None = None):
+        from . import backends
+
         self.id = uuid.uuid4().hex[:8]
         self.kind = kind
-        self.backend = backend
+        self.runner = backends.get(backend)
+        self.backend: str = self.runner.name
         self.root = root()
         self.dir = self.root / f"{kind}-{self.id}"
         self.dir.mkdir()
@@ -57,15 +65,18 @@ class Group:
     def close(self) -> None:
         for srv in list(self.servers):
             srv.close()
-        self.backend.release_group(self)
+        self.runner.release_group(self)
         shutil.rmtree(self.dir, ignore_errors=True)
         with _lock:
             _groups.pop(self.id, None)
 
 
-def groups() -> list[Group]:
-    """The groups of servers this process has running now, oldest first (checkers use it to find
-    the servers a learner's code started)."""
+def groups() -> list[ServerGroup]:
+    """The server groups this process has open now (started and not yet closed), oldest first.
+
+    A checker finds the servers a learner's code started by comparing ``groups()`` before and
+    after the call, and closes the new ones (``group.close()``) however the learner's code ended.
+    """
     with _lock:
         return list(_groups.values())
 

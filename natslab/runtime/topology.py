@@ -7,13 +7,13 @@ say so: routes and gateways connected, leaf links up, and with JetStream a meta 
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
-from . import backends, session
+from . import session
 from ..errors import ServerStartError
 from .server import Server
+from .waiting import until_sync
 
 
 def _start_all(servers: list[Server], timeout: float) -> None:
@@ -24,22 +24,14 @@ def _start_all(servers: list[Server], timeout: float) -> None:
 
 
 def _wait_for(what: str, test, servers: list[Server], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        try:
-            if test():
-                return
-        except (OSError, ValueError):  # a server still starting answers nothing, or half a reply
-            pass
-        if time.monotonic() > deadline:
-            raise ServerStartError(
-                f"The topology did not form: {what} after {timeout:.0f} s.",
-                "look at the servers' logs (topology[name].logs()) for errors on routes, gateways "
-                "or leaf connections.",
-                details="\n".join(f"{s.name}: " + (s.logs().strip().splitlines() or [''])[-1] for s in servers))
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.1)
+    """Wait until ``test()`` holds; a server still starting (no answer, half a reply) means "not yet"."""
+    if until_sync(test, what, timeout=timeout, every=0.02, retry=(OSError, ValueError), error=False):
+        return
+    raise ServerStartError(
+        f"The topology did not form: {what} after {timeout:.0f} s.",
+        "look at the servers' logs (topology[name].logs()) for errors on routes, gateways "
+        "or leaf connections.",
+        details="\n".join(f"{s.name}: " + (s.logs().strip().splitlines() or [''])[-1] for s in servers))
 
 
 def _bring_up(topo, timeout: float, *conditions):
@@ -55,7 +47,7 @@ def _bring_up(topo, timeout: float, *conditions):
 class Topology:
     """Servers by name, with URLs for clients and clean-up for all of them."""
 
-    def __init__(self, group: session.Group, servers: list[Server]):
+    def __init__(self, group: session.ServerGroup, servers: list[Server]):
         self.group = group
         self.servers = servers
 
@@ -82,7 +74,8 @@ class Topology:
 
     @property
     def backend(self) -> str:
-        return self.group.backend.name
+        """The backend's name, "docker" or "local"."""
+        return self.group.backend
 
     def running(self) -> list[Server]:
         return [s for s in self.servers if s.running]
@@ -169,7 +162,7 @@ def cluster(size: int = 3, *, name: str = "c1", jetstream: bool | Mapping = True
     """Start ``size`` servers joined by routes; ready when every route is up (and a meta leader)."""
     if size < 2:
         raise ValueError("a cluster needs at least 2 servers; use natslab.server() for one")
-    group = session.Group(backends.get(backend), kind="cluster")
+    group = session.ServerGroup("cluster", backend)
     try:
         servers = _make_cluster(group, name, size, jetstream, config, prefix=f"{name}-n")
         topo = Cluster(group, servers, name, bool(jetstream))
@@ -213,7 +206,7 @@ def supercluster(clusters: Mapping[str, int] | list[str] = ("east", "west"), siz
     sizes = dict(clusters) if isinstance(clusters, Mapping) else {c: size for c in clusters}
     if len(sizes) < 2:
         raise ValueError("a super-cluster needs at least two clusters")
-    group = session.Group(backends.get(backend), kind="supercluster")
+    group = session.ServerGroup("supercluster", backend)
     try:
         by_cluster: dict[str, list[Server]] = {}
         for cname, n in sizes.items():
@@ -280,14 +273,13 @@ def leafnode(hub: Server | Topology | None = None, *, name: str = "leaf", jetstr
             f"{', '.join(missing)} does not accept leaf nodes (no leafnodes port in its config).",
             "start the hub with natslab.server(..., leafnodes=True), or pass no hub and natslab "
             "starts one for you.")
-    backend_obj = hubs[0].backend
-    group = session.Group(backend_obj, kind="leaf")
+    group = session.ServerGroup("leaf", hubs[0].backend)
     try:
         leaf = Server(group, name, jetstream=jetstream, extra={**PEER_PINGS, **dict(config or {})})
         leaf.leaf_remotes = [{"hubs": hubs, **dict(remote or {})}]
         leaf.networks = [hubs[0].group]
         for h in hubs:
-            backend_obj.join_group(h.group, h)
+            group.runner.join_group(h.group, h)
         topo = LeafTopology(group, [leaf], hub, leaf, owns_hub)
         leaf.start(timeout)
         _wait_for("the leaf node did not connect to its hub", topo.connected, [leaf] + hubs, timeout)

@@ -3,6 +3,10 @@
 ``NATSLAB_BACKEND`` is ``auto`` (the default), ``docker`` or ``local``.  ``auto`` takes Docker
 when an engine answers within about two seconds and the local binary otherwise, and says once
 which one it took and why.
+
+Names: a *backend* is always the name, ``"docker"`` or ``"local"`` (``backend=`` arguments,
+``Server.backend``, ``ServerGroup.backend``).  The object that starts containers or processes
+for a backend is its *runner* (``get(name)`` returns it; ``Server.runner``, ``ServerGroup.runner``).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ def requested() -> str:
 
 
 def get(name: str | None = None):
-    """The backend object for ``name`` (or the environment's choice), created once."""
+    """The runner for backend ``name`` (or the environment's choice), created once per process."""
     global _announced
     choice = (name or requested()).lower()
     if choice not in CHOICES:
@@ -44,34 +48,34 @@ def get(name: str | None = None):
 
             reason = docker_backend.engine_problem(timeout=2.0)
             if reason is None:
-                backend = _named("docker")
+                runner = _named("docker")
                 why = "a Docker engine answered"
             else:
-                backend = _named("local")
+                runner = _named("local")
                 why = f"no Docker engine answered ({reason}); set NATSLAB_BACKEND=docker to require one"
         else:
-            backend = _named(choice)
+            runner = _named(choice)
             why = f"NATSLAB_BACKEND={choice}" if name is None else f"backend={choice!r} was asked for"
-        _cache[choice] = backend
+        _cache[choice] = runner
         if not _announced and not os.environ.get("NATSLAB_QUIET"):
-            print(f"natslab: servers run on the {backend.name} backend ({why}); nats-server {backend.version}.")
+            print(f"natslab: servers run on the {runner.name} backend ({why}); nats-server {runner.version}.")
             _announced = True
-        return backend
+        return runner
 
 
 def _named(choice: str):
     if choice in _cache:
         return _cache[choice]
     if choice == "docker":
-        from .docker import DockerBackend
+        from .docker import DockerRunner
 
-        backend = DockerBackend()
+        runner = DockerRunner()
     else:
-        from .local import LocalBackend
+        from .local import LocalRunner
 
-        backend = LocalBackend()
-    _cache[choice] = backend
-    return backend
+        runner = LocalRunner()
+    _cache[choice] = runner
+    return runner
 
 
 __all__ = ["get", "requested", "PINNED_VERSION", "BackendUnavailable"]

@@ -13,15 +13,19 @@ import shutil
 import socket
 import tempfile
 import threading
-import uuid
+import time
 from pathlib import Path
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image cannot be pulled offline
 os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 
-from .. import guard  # noqa: E402
+from testcontainers.core.container import DockerContainer  # noqa: E402
+from testcontainers.core.waiting_utils import WaitStrategy  # noqa: E402
+
+from .. import guard, ports as portlib  # noqa: E402
 from ...errors import BackendUnavailable  # noqa: E402
 from ..ports import pid_alive  # noqa: E402
+from ..waiting import until_sync  # noqa: E402
 from . import PINNED_VERSION  # noqa: E402
 
 OWNER_LABEL = "natslab.owner"
@@ -50,40 +54,138 @@ def owner_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class DockerHandle:
-    def __init__(self, backend: "DockerBackend", server):
-        from testcontainers.core.container import DockerContainer
+class ServerExited(RuntimeError):
+    """The container stopped before nats-server said it was ready (``Server`` explains why from its log)."""
 
-        self.backend = backend
-        self.server = server
-        self.cname = f"natslab-{server.group.id}-{server.name}".lower()
-        c = DockerContainer(backend.image, command=["-c", str(server.config_path)], name=self.cname)
-        c.ports = {f"{p}/tcp": ("127.0.0.1", p) for p in server.ports.values()}
-        c.with_volume_mapping(str(server.group.root), str(server.group.root), "rw")
-        kwargs = dict(labels={OWNER_LABEL: owner_tag(), "natslab.group": server.group.id},
-                      network="bridge", hostname=server.name)
+
+class ServerIsReady(WaitStrategy):
+    """Wait for nats-server's own "Server is ready" line, in the log written since this start.
+
+    Only this start's log counts, so a restarted container is not taken as ready on the strength
+    of its previous run.  A container that stops first raises ``ServerExited`` at once instead of
+    waiting out the timeout.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.since = 0
+
+    def wait_until_ready(self, container) -> None:
+        wrapped = container.get_wrapped_container()
+
+        def ready() -> bool:
+            since = {"since": self.since} if self.since else {}
+            if b"Server is ready" in wrapped.logs(stdout=True, stderr=True, **since):
+                return True
+            wrapped.reload()
+            if wrapped.status not in ("running", "created"):
+                raise ServerExited(f"container {wrapped.name} is {wrapped.status}")
+            return False
+
+        until_sync(ready, f"nats-server in container {wrapped.name} to log 'Server is ready'",
+                   timeout=self._startup_timeout, every=0.05)
+
+
+class NatsServerContainer(DockerContainer):
+    """One nats-server in a container, written the way testcontainers' own ``NatsContainer`` is.
+
+    The server runs the config file natslab generated (``-c <path>``), from the work directory
+    mounted at the same path; each of its ports is published on 127.0.0.1 under the same number
+    inside and out; it runs as the learner's uid, so files it writes in the mount stay theirs;
+    it carries the labels the clean-up sweep reads.  It is on Docker's default bridge (the
+    path clients use) as well as ``networks``, the private networks of its topology, which a cut
+    leaves and a heal rejoins.  ``start()`` returns once the server logs that it is ready.
+    """
+
+    def __init__(self, image: str, config_path, *, name: str, hostname: str, ports: dict, mount,
+                 labels: dict, networks=(), ready_timeout: float = 60.0):
+        super().__init__(image, command=["-c", str(config_path)], name=name)
+        self.client_port, self.monitor_port = ports["client"], ports["monitor"]
+        for port in ports.values():
+            # same number inside and out, reachable from this machine only
+            self.ports[f"{port}/tcp"] = ("127.0.0.1", port)
+        self.with_volume_mapping(str(mount), str(mount), "rw")
+        self.networks = list(networks)
+        # created on its topology's network, so peers resolve each other from the first route
+        # attempt (nats-server waits seconds before retrying a failed lookup); Docker's default
+        # bridge, joined right after, carries the published ports and survives a cut
+        first = self.networks[0].name if self.networks else "bridge"
+        options = dict(labels=labels, hostname=hostname, network=first)
         if hasattr(os, "getuid"):
-            kwargs["user"] = f"{os.getuid()}:{os.getgid()}"  # files in the mount stay the learner's
-        c.with_kwargs(**kwargs)
-        self.tc = c
-        self.container = None
-        self.log_since = None
+            options["user"] = f"{os.getuid()}:{os.getgid()}"
+        self.with_kwargs(**options)
+        self.ready = ServerIsReady().with_startup_timeout(int(ready_timeout))
+
+    def start(self):
+        self.ready.since = int(time.time())
+        super().start()
+        self._join_networks()
+        self._healthcheck()
+        return self
+
+    def start_again(self):
+        """Start the stopped container again: same ports, same store, same networks."""
+        self.ready.since = int(time.time())
+        self.get_wrapped_container().start()
+        self._healthcheck()
+        return self
+
+    def _join_networks(self) -> None:
+        if self.networks:
+            bridge = self.get_docker_client().client.networks.get("bridge")
+            for net in [bridge, *self.networks[1:]]:
+                connect(net, self.get_wrapped_container())
+
+    def _healthcheck(self) -> None:
+        try:
+            self.ready.wait_until_ready(self)
+        except ServerExited:
+            pass  # Server.wait_ready reads the log and explains (bad config, port taken)
+
+    def nats_uri(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+    def monitor_uri(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+
+class DockerHandle:
+    """A natslab server's container, with the lifecycle ``Server`` calls on either backend."""
+
+    def __init__(self, runner: "DockerRunner", server):
+        self.runner = runner
+        self.server = server
+        self.tc = NatsServerContainer(
+            runner.image, server.config_path, name=runner.peer_host(server), hostname=server.name,
+            ports=server.ports, mount=server.group.root,
+            labels={OWNER_LABEL: owner_tag(), "natslab.group": server.group.id},
+            networks=runner.networks_of(server))
+        self.started = False
+
+    @property
+    def container(self):
+        """The Docker SDK's view of the container (None before the first start)."""
+        return self.tc.get_wrapped_container() if self.started else None
 
     def start(self) -> None:
-        if self.container is None:
-            tc = self.tc
-            client = tc.get_docker_client()
-            self.container = client.create(tc.image, command=tc._command, ports=tc.ports, name=tc._name,
-                                           volumes={h: {"bind": m["bind"], "mode": m["mode"]}
-                                                    for h, m in tc.volumes.items()},
-                                           **tc._kwargs)
-            guard.watch("container", self.container.id)
-            for net in self.backend.networks_of(self.server):
-                net.connect(self.container)
-        import time
+        if not self.started:
+            try:
+                self.tc.start()
+            except Exception as exc:
+                self._forget_failed_start()
+                if portlib.is_port_in_use_error(str(exc)) or "port is already allocated" in str(exc):
+                    raise portlib.PortRace(str(exc)) from None
+                raise
+            self.started = True
+            guard.watch("container", self.tc.get_container_id())
+        else:
+            self.tc.start_again()
 
-        self.log_since = int(time.time())
-        self.container.start()
+    def _forget_failed_start(self) -> None:
+        try:
+            self.tc.get_wrapped_container().remove(force=True)  # created but could not start
+        except Exception:
+            pass
 
     def _status(self) -> str:
         try:
@@ -93,7 +195,7 @@ class DockerHandle:
             return "gone"
 
     def running(self) -> bool:
-        return self.container is not None and self._status() in ("running", "paused")
+        return self.started and self._status() in ("running", "paused")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.running():
@@ -116,25 +218,37 @@ class DockerHandle:
         self.container.unpause()
 
     def logs(self, since_start: bool = False) -> str:
-        if self.container is None:
+        if not self.started:
             return ""
-        kw = {"since": self.log_since} if since_start and self.log_since else {}
+        kw = {"since": self.tc.ready.since} if since_start and self.tc.ready.since else {}
         try:
             return self.container.logs(stdout=True, stderr=True, **kw).decode(errors="replace")
         except Exception:
             return ""
 
     def remove(self) -> None:
-        if self.container is not None:
+        if self.started:
+            cid = self.tc.get_container_id()
             try:
-                self.container.remove(force=True)
+                self.tc.stop()  # testcontainers: remove the container (force) and its volumes
             except Exception:
                 pass
-            guard.forget("container", self.container.id)
-            self.container = None
+            guard.forget("container", cid)
+            self.started = False
 
 
-class DockerBackend:
+def connect(net, container) -> None:
+    """Attach ``container`` to ``net``; already attached is fine."""
+    try:
+        net.connect(container)
+    except Exception as exc:
+        if "already exists" not in str(exc):
+            raise
+
+
+class DockerRunner:
+    """Runs the servers of the ``docker`` backend: the image, the topology networks, the sweep."""
+
     name = "docker"
     bind_host = "0.0.0.0"  # inside the container's own network namespace; published on 127.0.0.1 only
 
@@ -146,9 +260,10 @@ class DockerBackend:
                 "start Docker (Docker Desktop, or `sudo systemctl start docker` / `dockerd &`), "
                 "or use the local binary with NATSLAB_BACKEND=local.",
             )
-        import docker
+        from testcontainers.core.docker_client import DockerClient
 
-        self.client = docker.from_env(timeout=60)
+        self.docker = DockerClient(timeout=60)  # testcontainers' client; .client is the Docker SDK's
+        self.client = self.docker.client
         self._lock = threading.Lock()
         self._networks: dict[str, object] = {}
         self.sweep()
@@ -196,13 +311,11 @@ class DockerBackend:
 
     # -- topology plumbing ------------------------------------------------------------------
     def peer_host(self, server) -> str:
+        """The name peers dial (routes, gateways, leaf links): the container's name."""
         return f"natslab-{server.group.id}-{server.name}".lower()
 
     def create(self, server) -> DockerHandle:
         return DockerHandle(self, server)
-
-    def network_name(self, group) -> str:
-        return f"natslab-{group.id}"
 
     def networks_of(self, server):
         """Every group network this server joins (its own and, for a leaf, its hub's)."""
@@ -212,22 +325,16 @@ class DockerBackend:
         with self._lock:
             net = self._networks.get(group.id)
             if net is None:
-                net = self.client.networks.create(self.network_name(group), driver="bridge",
-                                                  labels={OWNER_LABEL: owner_tag()})
+                net = self.docker.client_networks_create(
+                    f"natslab-{group.id}", {"driver": "bridge", "labels": {OWNER_LABEL: owner_tag()}})
                 guard.watch("network", net.id)
                 self._networks[group.id] = net
             return net
 
     def join_group(self, group, server) -> None:
         """Attach a running server to another group's network (a hub gaining a leaf)."""
-        net = self.network_for(group)
-        handle = server.handle
-        if handle.container is not None:
-            try:
-                net.connect(handle.container)
-            except Exception as exc:
-                if "already exists" not in str(exc):
-                    raise
+        if server.handle is not None and server.handle.container is not None:
+            connect(self.network_for(group), server.handle.container)
 
     def release_group(self, group) -> None:
         with self._lock:
@@ -275,7 +382,3 @@ def build_local_image(client) -> str:
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     return LOCAL_IMAGE
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex[:8]

@@ -100,7 +100,9 @@ class LocalHandle:
         self.stop(timeout=5)
 
 
-class LocalBackend:
+class LocalRunner:
+    """Runs the servers of the ``local`` backend: nats-server processes on this machine."""
+
     name = "local"
     bind_host = "127.0.0.1"
 
