@@ -47,14 +47,48 @@ def test_keys_have_the_right_prefixes_and_secret_files_are_private():
     assert sec.check_password("pw", sec.hash_password("pw", cost=4))
 
 
-def test_explain_names_the_cause():
-    assert "revoked" in sec.explain("nats: user authentication revoked").lower()
-    assert "expired" in sec.explain("nats: user authentication expired").lower()
-    assert "publish" in sec.explain('Permissions Violation for Publish to "x"').lower()
-    assert "does not trust" in sec.explain("certificate verify failed: unable to get local issuer certificate")
+def test_explain_refusal_names_the_cause():
+    assert "revoked" in sec.explain_refusal("nats: user authentication revoked").lower()
+    assert "expired" in sec.explain_refusal("nats: user authentication expired").lower()
+    assert "publish" in sec.explain_refusal('Permissions Violation for Publish to "x"').lower()
+    assert "does not trust" in sec.explain_refusal("certificate verify failed: unable to get local issuer certificate")
     # a specific server log line beats a generic client error
-    assert "client certificate" in sec.explain("ConnectionResetError: Connection lost",
-                                               "TLS handshake error: tls: client didn't provide a certificate")
+    assert "client certificate" in sec.explain_refusal("ConnectionResetError: Connection lost",
+                                                       "TLS handshake error: tls: client didn't provide a certificate")
+
+
+def test_refusal_rules_import_nothing_from_natslab():
+    """runtime.refusals is the bottom layer: client.py and the security lessons both read it."""
+    import ast
+    from pathlib import Path
+
+    import natslab.runtime.refusals as refusals
+
+    tree = ast.parse(Path(refusals.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith(("natslab", "."))], imported
+    client_src = Path(refusals.__file__).with_name("client.py").read_text()
+    assert "lessons" not in client_src, "runtime.client must not reach into the lessons layer"
+
+
+def test_error_log_works_as_a_plain_nats_py_error_callback(backend):
+    import nats
+
+    users = [{"user": "u", "password": "p", "permissions": {"publish": {"deny": ["secret.>"]}}}]
+    with natslab.server("errlog", backend=backend, jetstream=False,
+                        config={"authorization": {"users": users}}) as srv:
+        async def go():
+            errs = sec.ErrorLog()
+            nc = await nats.connect(srv.url, user="u", password="p", error_cb=errs.callback)
+            try:
+                await nc.publish("secret.x", b"")
+                return await errs.next(timeout=3, contains="secret.x")
+            finally:
+                await nc.close()
+        seen = run(go())
+    assert seen and "permissions violation" in seen.lower()
+    assert "publish" in sec.ErrorLog().explain_refusal(seen).lower()
 
 
 # ------------------------------------------------------------------------------ TLS
@@ -141,7 +175,7 @@ def test_cross_account_access_without_import_is_refused(backend):
                     await msg.respond(b"noon")
                 await a.subscribe("svc.time", cb=answer)
                 await a.subscribe("svc.private", cb=answer)
-                await sec.barrier(a)
+                await a.flush()  # a natslab connection: flush waits for the SUBs before it
                 with_import = (await b.request("svc.time", b"", timeout=2)).data
                 outcomes = []
                 for nc, subject in ((c, "svc.time"), (b, "svc.private")):
@@ -239,7 +273,7 @@ def test_account_and_user_limits(backend):
             first = await natslab.connect(srv, quiet=True, **user.connect_options())
             second = await sec.attempt(srv, **acct.user("u2").connect_options())
             await first.publish("x", b"y" * 32)
-            await sec.barrier(first)
+            await first.flush()
             small_ok = first.is_connected
             await first.publish("x", b"y" * 100)
             closed = await sec.wait_disconnected(first, timeout=3)

@@ -13,6 +13,7 @@ from nats.aio.client import PING_PROTO
 from nats.errors import NoServersError
 
 from ..errors import NatslabError
+from .refusals import specific_rule_for
 
 
 class Client(nats.NATS):
@@ -51,13 +52,8 @@ def urls_of(target) -> list[str]:
 
 
 def _security_rule(text: str):
-    """The security module's specific cause for a refusal (revoked, expired, mTLS, ...), if any."""
-    try:
-        from ..lessons.security.explain import GENERIC, _rule
-    except ImportError:
-        return None
-    rule = _rule(text)
-    return rule if rule and rule[0] not in GENERIC else None
+    """The specific cause for a refusal (revoked, expired, mTLS, ...), if any (runtime.refusals)."""
+    return specific_rule_for(text)
 
 
 def _server_side(target) -> str:
@@ -69,7 +65,8 @@ def _server_side(target) -> str:
     return "\n".join(l.split("] ", 1)[-1] for l in lines[-2:])
 
 
-def explain(exc: BaseException, urls: list[str], tls: bool = False, target=None) -> ConnectFailed:
+def connect_failure(exc: BaseException, urls: list[str], tls: bool = False, target=None) -> ConnectFailed:
+    """The ConnectFailed to raise for a failed first connection: its cause, in plain words."""
     server_says = _server_side(target) if target is not None else ""
     text = f"{type(exc).__name__}: {exc}" + (f"\nthe server logged: {server_says}" if server_says else "")
     low = text.lower()
@@ -133,7 +130,7 @@ async def connect(target=None, *, quiet: bool = False, timeout: float = 15.0, **
     options.setdefault("connect_timeout", 2)
     reach = await asyncio.gather(*(_reachable(u, options["connect_timeout"]) for u in urls))
     if not any(reach):
-        raise explain(ConnectionRefusedError(f"no server listening at {', '.join(urls)}"), urls, target=None)
+        raise connect_failure(ConnectionRefusedError(f"no server listening at {', '.join(urls)}"), urls, target=None)
 
     errors: list[BaseException] = []
     user_cb = options.pop("error_cb", None)
@@ -162,4 +159,4 @@ async def connect(target=None, *, quiet: bool = False, timeout: float = 15.0, **
         pass
     cause = errors[0] if errors else (attempt.exception() if attempt.done() and not attempt.cancelled()
                                       else asyncio.TimeoutError(f"no connection after {timeout:.0f} s"))
-    raise explain(cause, urls, tls=bool(options.get("tls")), target=target) from None
+    raise connect_failure(cause, urls, tls=bool(options.get("tls")), target=target) from None

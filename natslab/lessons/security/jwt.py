@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ...runtime import confgen
+from ...runtime.client import connect
 from ...errors import NatslabError
 from .keys import Key, new_key, secrets_dir, verify, write_secret
 
@@ -340,8 +341,6 @@ async def push_account(target, account: Account, timeout: float = 5.0) -> dict:
     Returns the server's reply, e.g. ``{"code": 200, "message": "jwt updated"}``; raises
     ``NatslabError`` with the server's words when it refuses.
     """
-    from ...runtime.client import connect
-
     nc = await connect(target, quiet=True, **account.operator.system_user.connect_options())
     try:
         msg = await nc.request("$SYS.REQ.CLAIMS.UPDATE", account.jwt.encode(), timeout=timeout)

@@ -4,14 +4,16 @@ A permission violation comes back as an asynchronous ``-ERR`` that the server se
 processes the ``PUB`` or ``SUB``, before it answers a later ``PING``.  So once a ``PING`` sent
 after the ``PUB`` is answered, the verdict is known, with no waiting on timers.  Connections
 made by ``natslab.connect`` queue a flush's ``PING`` behind earlier commands, so one ``flush()``
-is enough; a plain nats-py 2.16 client writes the ``PING`` ahead of commands still in its buffer,
-and ``barrier`` (two flushes) covers that case too.
+is enough.  (A plain nats-py 2.16 client writes the ``PING`` ahead of commands still in its
+buffer, so a flush on it proves nothing: ``probe`` and ``delivered`` want natslab connections, or
+ask the server itself, ``/subsz`` and ``/connz``.)
 """
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+from ...runtime.client import connect
 from .explain import ErrorLog
 
 
@@ -21,8 +23,6 @@ async def probe(target, subjects, **connect_options) -> dict[str, dict[str, bool
     Connects once with ``connect_options`` (user, password, creds, tls...).  Subjects with
     wildcards are only tried as subscriptions (``publish`` is None): one cannot publish to them.
     """
-    from ...runtime.client import connect
-
     errs = ErrorLog()
     nc = await connect(target, quiet=True, error_cb=errs, **connect_options)
     out: dict[str, dict[str, bool | None]] = {}
@@ -32,22 +32,16 @@ async def probe(target, subjects, **connect_options) -> dict[str, dict[str, bool
             wild = any(tok in ("*", ">") for tok in subject.split("."))
             if not wild:
                 await nc.publish(subject, b"probe")
-                await barrier(nc)
+                await nc.flush()
                 row["publish"] = _verdict(errs, "publish", subject)
             sub = await nc.subscribe(subject)
-            await barrier(nc)
+            await nc.flush()
             row["subscribe"] = _verdict(errs, "subscription", subject)
             await sub.unsubscribe()
             out[subject] = row
     finally:
         await nc.close()
     return out
-
-
-async def barrier(nc) -> None:
-    """Return once the server has processed everything sent on ``nc`` before (any nats-py client)."""
-    await nc.flush()
-    await nc.flush()
 
 
 def _verdict(errs: ErrorLog, kind: str, subject: str) -> bool:
@@ -74,16 +68,19 @@ async def delivered(pub_nc, sub_nc, subject: str, publish_subject: str | None = 
                     timeout: float = 0.5) -> bytes | None:
     """Publish on ``pub_nc`` and return the payload if ``sub_nc`` (subscribed to ``subject``) got it.
 
+    Both must be natslab connections (``natslab.connect``): their ``flush()`` waits for the
+    commands sent before it, so once the last flush returns, anything routed to ``sub_nc`` is in.
+
     ``publish_subject`` defaults to ``subject``; set it when an import maps one to another.
     Returns None when nothing arrived (accounts isolate, or no import/export connects them).
     """
     token = uuid.uuid4().hex[:8].encode()
     sub = await sub_nc.subscribe(subject)
-    await barrier(sub_nc)
+    await sub_nc.flush()
     try:
         await pub_nc.publish(publish_subject or subject, token)
-        await barrier(pub_nc)
-        await barrier(sub_nc)  # anything routed to us is now ahead of this PONG
+        await pub_nc.flush()
+        await sub_nc.flush()  # anything routed to us is now ahead of this PONG
         try:
             msg = await sub.next_msg(timeout=timeout)
         except asyncio.TimeoutError:
