@@ -1,12 +1,17 @@
 """Shared test set-up: progress goes to a temp file, Docker tests skip (and say why) without an engine."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
-os.environ.setdefault("NATSLAB_PROGRESS", os.path.join(tempfile.mkdtemp(prefix="natslab-progress-"), "progress.json"))
+if "NATSLAB_PROGRESS" not in os.environ:  # a run's progress file, never the learner's; removed at exit
+    _progress_dir = tempfile.mkdtemp(prefix="natslab-progress-")
+    os.environ["NATSLAB_PROGRESS"] = os.path.join(_progress_dir, "progress.json")
+    atexit.register(shutil.rmtree, _progress_dir, True)
 os.environ.setdefault("NATSLAB_QUIET", "1")
 
 _docker_reason: list = []

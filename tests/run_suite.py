@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,9 +42,16 @@ def junit_counts(path: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="natslab-suite-"))
+    try:
+        return run(argv, tmp)
+    finally:  # the run's progress file and reports go, whatever happened
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(argv: list[str], tmp: Path) -> int:
     os.chdir(ROOT)
     env = dict(os.environ)
-    tmp = Path(tempfile.mkdtemp(prefix="natslab-suite-"))
     env.setdefault("NATSLAB_PROGRESS", str(tmp / "progress.json"))
     env["PYTHONUNBUFFERED"] = "1"
 

@@ -163,3 +163,24 @@ def test_two_runs_at_once_do_not_collide():
         assert p.returncode == 0, err
         ports += json.loads(out.split("PORTS", 1)[1])
     assert len(ports) == len(set(ports)), "two runs were handed the same port"
+
+
+def test_exercise_module_with_a_missing_dependency_is_reported_as_that(tmp_path):
+    """checks.lookup names the missing package, instead of claiming the exercise does not exist."""
+    (tmp_path / "m97.py").write_text("import natslab_missing_dependency_h6  # not installed anywhere\n")
+    out = run_py(f"""
+        import natslab.grading.exercises as ex
+        from natslab import NatslabError
+        from natslab.grading import checks
+        ex.__path__.append({str(tmp_path)!r})  # a checker module, m97, whose dependency is missing
+        for id in ("97.1", "98.1"):
+            try:
+                checks.lookup(id)
+            except NatslabError as err:
+                print(id, "->", err.what, "|", err.fix)
+    """)
+    assert out.returncode == 0, out.stderr
+    said = dict(line.split(" -> ", 1) for line in out.stdout.splitlines() if " -> " in line)
+    assert "could not be loaded" in said["97.1"] and "natslab_missing_dependency_h6" in said["97.1"], out.stdout
+    assert "requirements" in said["97.1"]
+    assert "There is no exercise '98.1'" in said["98.1"], out.stdout  # no module at all: a plain unknown id

@@ -59,16 +59,27 @@ class ServerGroup:
         self.dir = self.root / f"{kind}-{self.id}"
         self.dir.mkdir()
         self.servers: list = []
-        with _lock:
-            _groups[self.id] = self
+        register(self)
 
     def close(self) -> None:
         for srv in list(self.servers):
             srv.close()
         self.runner.release_group(self)
         shutil.rmtree(self.dir, ignore_errors=True)
-        with _lock:
-            _groups.pop(self.id, None)
+        unregister(self)
+
+
+def register(group) -> None:
+    """Keep ``group`` where ``groups()`` and ``stop_all()`` find it: a ``ServerGroup``, or any
+    other thing a lesson starts that must stop with the servers (it needs ``id`` and ``close()``)."""
+    with _lock:
+        _groups[group.id] = group
+
+
+def unregister(group) -> None:
+    """Forget ``group`` (its ``close()`` calls this once everything is stopped)."""
+    with _lock:
+        _groups.pop(group.id, None)
 
 
 def groups() -> list[ServerGroup]:
