@@ -9,7 +9,7 @@ from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType
 
 import natslab
 from conftest import BACKENDS
-from natslab.lessons import streams
+from natslab.lessons import streams, subjects
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -39,8 +39,10 @@ def name(prefix="S"):
     ("a.b", "a.b", True), ("a.*", "a.b", True), ("a.*", "a.b.c", False), ("a.>", "a.b.c", True),
     ("a.>", "a", False), ("*.b.>", "x.b.y", True), ("a.b", "a.c", False), ("a.b.c", "a.b", False),
 ])
-def test_subject_matches(pattern, subject, ok):
-    assert streams.subject_matches(pattern, subject) is ok
+def test_consumer_view_filters_with_the_course_matcher(pattern, subject, ok):
+    """The view decides "not for this consumer" with subjects.matches (one matcher in the course)."""
+    assert streams.matches is subjects.matches
+    assert streams.matches(pattern, subject) is ok
 
 
 def test_parse_ack_subject_both_layouts_and_garbage():
@@ -92,7 +94,7 @@ def test_consumer_info_and_fetch_all(srv):
         psub = await js.pull_subscribe(f"{tok}.>", durable="d", stream=stream,
                                        config=ConsumerConfig(ack_wait=5, max_deliver=3))
         got = await streams.fetch_all(psub, batch=3, timeout=0.3, ack=True)
-        info = await streams.wait_until(lambda: _acked(js, stream, "d", 7), timeout=5, what="acks")
+        info = await natslab.until(lambda: _acked(js, stream, "d", 7), "acks", timeout=5)
         await psub.unsubscribe()
         return [m.data for m in got], info
 
@@ -141,18 +143,9 @@ def test_jsz_condenses_the_servers_view(srv):
     assert view["streams"] >= 1 and view["memory"] > 0
 
 
-def test_wait_until_returns_the_value_or_names_what_timed_out():
-    async def body():
-        calls = []
-
-        async def third_time():
-            calls.append(1)
-            return len(calls) if len(calls) >= 3 else None
-        value = await streams.wait_until(third_time, timeout=5, interval=0.01)
-        with pytest.raises(TimeoutError, match="the moon to rise"):
-            await streams.wait_until(lambda: False, timeout=0.1, interval=0.01, what="the moon to rise")
-        return value
-    assert asyncio.run(body()) == 3
+def test_no_second_wait_or_matcher():
+    """streams has no wait of its own (natslab.until is the one) and no matcher of its own."""
+    assert not hasattr(streams, "wait_until") and not hasattr(streams, "subject_matches")
 
 
 # ------------------------------------------------------------------------------ the live view

@@ -4,7 +4,8 @@
 "worker")`` return the server's answer as a short dict (limits of -1 read "unlimited",
 durations are seconds); pass key names to keep only those.  ``stored(js, "ORDERS")`` lists
 what a stream holds right now, ``jsz(srv)`` condenses the server's ``/jsz``, ``table(rows)``
-prints rows of dicts side by side.
+prints rows of dicts side by side, ``fetch_all(psub)`` fetches until a fetch times out.
+Waiting for a stream or consumer to reach a state is ``natslab.until`` (the course's one wait).
 
 ``view = await streams.watch(srv, "ORDERS", "worker")`` builds a ConsumerView: one box per
 stored message coloured by what the consumer did with it (waiting, delivered, redelivered,
@@ -18,8 +19,6 @@ view.refresh()`` forces one, ``view.text()`` is the same picture as text (for CI
 """
 from __future__ import annotations
 
-from ..runtime.waiting import until
-
 import asyncio
 import datetime as _dt
 import html
@@ -28,6 +27,8 @@ import time
 from typing import Any, Iterable
 
 from nats.js.errors import NotFoundError
+
+from .subjects import matches  # the course's subject matcher, proven against the server in 01.1
 
 UNLIMITED_KEYS = ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject", "max_msg_size",
                   "max_consumers", "max_deliver", "max_ack_pending")
@@ -187,22 +188,6 @@ async def fetch_all(psub, batch: int = 10, timeout: float = 0.5, ack: bool = Fal
             if ack:
                 await m.ack()
             got.append(m)
-
-
-async def wait_until(condition, timeout: float = 10.0, what: str = "the condition", interval: float = 0.05):
-    """``natslab.until`` with this module's argument order (kept for the lessons that call it)."""
-    return await until(condition, what, timeout=timeout, every=interval)
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` is one token, ``>`` one or more at the end."""
-    p, s = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(p) == len(s)
 
 
 def parse_ack_subject(subject: str) -> dict | None:
@@ -370,7 +355,7 @@ class ConsumerView:
         info = self.info
         subject = self.subjects.get(seq)
         filters = self._filters()
-        if subject is not None and filters and not any(subject_matches(f, subject) for f in filters):
+        if subject is not None and filters and not any(matches(f, subject) for f in filters):
             return "skipped"
         if seq <= (self._start_floor or 0) or (info.config.opt_start_seq and seq < info.config.opt_start_seq):
             return "skipped"
