@@ -1,19 +1,19 @@
-"""How messages fan out to subscribers: a live view of a queue group's spread, a bare
-protocol client (to see the wire format, or to stop reading and become a slow consumer),
-``ready(nc)``, which waits until the server has processed what a connection sent, and
-``until`` (from natslab.waiting), which waits for a real condition instead of sleeping.
+"""How messages fan out to subscribers: a live view of a queue group's spread, and a bare
+protocol client (to see the wire format, or to stop reading and become a slow consumer).
 
     spread = Spread(["a", "b", "c"])
     spread                      # live bars in Jupyter (text in a terminal)
     spread.record("a", seq=1)   # call from each member's callback
     spread.mark("c left")       # a vertical line in the timeline plot
     spread.plot()               # counts per member and who got which message
+
+Waiting for the server is plain nats-py: ``await nc.flush()`` on a ``natslab.connect`` client
+(whose flush is queued behind pending commands), or the server's own view
+(``srv.monitor("subsz", test=subject)``) for any client; lesson 01.5 shows why a plain nats-py
+2.16 client's flush is not enough on its own.
 """
 from __future__ import annotations
 
-from ..runtime.waiting import until  # noqa: F401  (lessons import it from here too)
-
-import asyncio
 import json
 import socket
 from collections import Counter
@@ -167,19 +167,3 @@ class RawClient:
 
     def __exit__(self, *exc):
         self.close()
-
-
-async def ready(*connections, timeout: float = 10.0) -> None:
-    """Wait until the server has processed everything each connection has sent so far.
-
-    That is what ``await nc.flush()`` promises, but nats-py 2.16 writes the PING of ``flush``
-    straight to the socket, ahead of commands still waiting in the client's buffer, so the
-    server can answer PONG before it has read the last ``SUB`` or ``PUB``.  Here the client
-    first hands its whole buffer to the socket (``pending_data_size`` drops to 0) and only then
-    flushes: the PING travels behind everything, and the PONG proves the server has it all.
-    Anything the server sent these connections before that has arrived too.
-    """
-    for nc in connections:
-        await nc.flush(timeout=timeout)          # kicks the client's writer task
-        await until(lambda: nc.pending_data_size == 0, "the client's buffer to reach its socket", timeout=timeout)
-        await nc.flush(timeout=timeout)          # this PING follows everything sent before
