@@ -2,10 +2,9 @@
 
 - ``await history_table(kv, key)`` and ``await bucket_table(kv)``: entries as a table
   (revision, key, operation, value) that prints as text and renders as HTML.
-- ``await stream_view(js, "KV_config")``: the stream under a bucket, its settings and the
-  number of messages kept per subject, as the server reports them.
-- ``await raw_messages(js, "KV_config")``: the stream's messages with subjects and headers, so
-  delete and purge markers show up as the messages they are.
+- ``await value_of(kv, key)``: the key's current value and revision, ``(None, None)`` when absent.
+- The stream under a bucket is an ordinary stream (``KV_<bucket>``, ``OBJ_<bucket>``): read it with
+  ``js.stream_info`` or ``natslab.lessons.streams`` (``stream_info``, ``stored``), as in module 02.
 - ``await follow(kv, "svc.>", widgets={...})``: a watcher running in the background that keeps a
   dict, a table widget and any bound widgets equal to the latest values of the keys.
 - ``await race(kvs, key, step, times)``: writers on separate connections racing on a counter.
@@ -95,9 +94,16 @@ def entry_row(entry) -> dict:
 # These read the bucket's stream directly (message get by subject) rather than through a
 # watcher: a watcher's end-of-initial-values marker is decided by the client from the
 # consumer's pending count, which can briefly read 0 while entries are still on their way.
-def _kv_parts(kv):
-    """(js, stream, subject prefix, bucket) of a nats-py 2.16 KeyValue handle."""
-    return kv._js, kv._stream, kv._pre, kv._name
+async def _kv_parts(kv):
+    """(js, stream, subject prefix, bucket) of a KeyValue handle.
+
+    The bucket's name comes from the public ``kv.status()``; the stream is ``KV_<bucket>`` and the
+    subjects ``$KV.<bucket>.<key>`` by the KV convention.  nats-py 2.16 has no public accessor for the
+    JetStream context a KeyValue was made from (the missing API: ``KeyValue.js``), so this is the one
+    place that reads it (``kv._js``).
+    """
+    bucket = (await kv.status()).bucket
+    return kv._js, f"KV_{bucket}", f"$KV.{bucket}.", bucket
 
 
 def _operation(headers) -> str | None:
@@ -108,8 +114,7 @@ def _operation(headers) -> str | None:
     return {"MaxAge": "PURGE", "Purge": "PURGE", "Remove": "DEL"}.get(reason)
 
 
-def _entry(kv, msg) -> KeyValue.Entry:
-    _, _, pre, bucket = _kv_parts(kv)
+def _entry(pre: str, bucket: str, msg) -> KeyValue.Entry:
     op = _operation(msg.headers)
     return KeyValue.Entry(bucket=bucket, key=msg.subject[len(pre):], value=b"" if op else (msg.data or b""),
                           revision=msg.seq, delta=None, created=msg.time, operation=op)
@@ -117,14 +122,14 @@ def _entry(kv, msg) -> KeyValue.Entry:
 
 async def history_entries(kv, key: str) -> list:
     """Every revision the bucket still keeps for ``key``, oldest first, markers included."""
-    js, stream, pre, _ = _kv_parts(kv)
+    js, stream, pre, bucket = await _kv_parts(kv)
     entries, seq = [], 1
     while True:
         try:
             msg = await js.get_msg(stream, seq=seq, subject=pre + key, next=True)
         except jserr.NotFoundError:
             return entries
-        entries.append(_entry(kv, msg))
+        entries.append(_entry(pre, bucket, msg))
         seq = msg.seq + 1
 
 
@@ -135,12 +140,12 @@ async def history_table(kv, key: str) -> Table:
 
 async def latest_entries(kv, keys: str = ">") -> list:
     """The latest entry of every key matching ``keys``, delete and purge markers included."""
-    js, stream, pre, _ = _kv_parts(kv)
+    js, stream, pre, bucket = await _kv_parts(kv)
     info = await js.stream_info(stream, subjects_filter=pre + keys)
     entries = []
     for subject in info.state.subjects or {}:
         try:
-            entries.append(_entry(kv, await js.get_msg(stream, subject=subject)))
+            entries.append(_entry(pre, bucket, await js.get_msg(stream, subject=subject)))
         except jserr.NotFoundError:
             pass  # expired between the two requests
     return sorted(entries, key=lambda e: e.revision)
@@ -158,68 +163,14 @@ async def bucket_state(kv, keys: str = ">") -> dict[str, bytes]:
     return {e.key: e.value for e in await latest_entries(kv, keys) if (e.operation or "PUT") not in _MARKERS}
 
 
-async def wait_until_gone(kv, key: str, timeout: float = 5.0, every: float = 0.1) -> float:
-    """Poll until ``get(key)`` raises KeyNotFoundError (expired or removed); return the seconds it took.
-
-    TTL expiry happens on the server's own schedule, so ask the server, up to ``timeout`` seconds.
-    """
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while True:
-        try:
-            await kv.get(key)
-        except jserr.KeyNotFoundError:
-            return loop.time() - start
-        if loop.time() - start > timeout:
-            raise TimeoutError(f"{key!r} was still there after {timeout:g} s")
-        await asyncio.sleep(every)
-
-
-def _enum(v):
-    return getattr(v, "value", v)
-
-
-async def stream_view(js, stream: str) -> dict:
-    """The server's view of the stream under a bucket: its settings, its state, messages per subject."""
-    info = await js.stream_info(stream, subjects_filter=">")
-    c, s = info.config, info.state
-    view = {
-        "name": c.name, "subjects": c.subjects, "max_msgs_per_subject": c.max_msgs_per_subject,
-        "max_age": c.max_age, "max_bytes": c.max_bytes, "max_msg_size": c.max_msg_size,
-        "discard": _enum(c.discard), "storage": _enum(c.storage), "allow_rollup_hdrs": c.allow_rollup_hdrs,
-        "deny_delete": c.deny_delete, "allow_direct": c.allow_direct, "allow_msg_ttl": c.allow_msg_ttl,
-        "messages": s.messages, "bytes": s.bytes, "first_seq": s.first_seq, "last_seq": s.last_seq,
-        "per_subject": dict(sorted((s.subjects or {}).items())),
-    }
-    return {k: v for k, v in view.items() if v is not None}
-
-
-async def consumers_view(js, stream: str) -> list[dict]:
-    """The consumers the server has on ``stream`` (watchers are ordered consumers), key settings only."""
-    rows = []
-    for ci in await js.consumers_info(stream):
-        c = ci.config
-        rows.append({"name": ci.name, "deliver_policy": _enum(c.deliver_policy), "ack_policy": _enum(c.ack_policy),
-                     "filter_subject": c.filter_subject, "flow_control": c.flow_control,
-                     "delivered_stream_seq": ci.delivered.stream_seq if ci.delivered else None,
-                     "num_pending": ci.num_pending})
-    return rows
-
-
-async def raw_messages(js, stream: str, limit: int = 50) -> Table:
-    """The messages a stream holds (up to ``limit``, newest kept): sequence, subject, headers, data."""
-    info = await js.stream_info(stream)
-    first, last = info.state.first_seq, info.state.last_seq
-    rows = []
-    for seq in range(max(first, last - limit + 1), last + 1):
-        try:
-            msg = await js.get_msg(stream, seq)
-        except jserr.NotFoundError:
-            continue  # removed: an older revision beyond the history limit, purged, or expired
-        rows.append({"seq": msg.seq, "subject": msg.subject,
-                     "headers": ", ".join(f"{k}: {v}" for k, v in (msg.headers or {}).items()),
-                     "data": show(msg.data)})
-    return Table(rows, title=f"messages in stream {stream}")
+async def value_of(kv, key: str) -> tuple[bytes | None, int | None]:
+    """The key's current value and revision as the server has them; ``(None, None)`` when the key is
+    absent (never written, deleted, purged or expired)."""
+    try:
+        entry = await kv.get(key)
+    except jserr.KeyNotFoundError:
+        return None, None
+    return entry.value, entry.revision
 
 
 # ------------------------------------------------------------------------------ follower
@@ -259,7 +210,7 @@ class Follower:
         self._render()
 
     async def start(self, timeout: float = 5.0) -> "Follower":
-        js, stream, pre, _ = _kv_parts(self.kv)
+        js, stream, pre, _ = await _kv_parts(self.kv)
         # The initial values end with the entry that has nothing pending after it (delta 0), or
         # at once when nothing matches: do not rely on the client's None marker alone (see above).
         self._initial_due = bool((await js.stream_info(stream, subjects_filter=pre + self.keys)).state.subjects)
@@ -504,6 +455,6 @@ async def add_link(js, bucket: str, name: str, target_bucket: str, target_name: 
     return info
 
 
-__all__ = ["Table", "show", "entry_row", "history_entries", "history_table", "latest_entries", "bucket_table", "bucket_state", "wait_until_gone",
-           "stream_view", "consumers_view", "raw_messages", "Follower", "follow", "RaceResult", "counter_value", "race", "plot_races",
+__all__ = ["Table", "show", "entry_row", "history_entries", "history_table", "latest_entries", "bucket_table", "bucket_state", "value_of",
+           "Follower", "follow", "RaceResult", "counter_value", "race", "plot_races",
            "digest_of", "object_row", "object_table", "meta_subject", "add_link"]
