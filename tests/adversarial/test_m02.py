@@ -190,6 +190,29 @@ def test_2_3_wrong_ack_policy_none():
     fails("2.3", total_amount, says="explicit acks")
 
 
+def test_2_3_wrong_does_not_catch_the_empty_fetch():
+    async def total_amount(js, stream, durable):
+        psub = await js.pull_subscribe(">", durable=durable, stream=stream)
+        total = 0
+        while True:  # the empty fetch at the end raises, and nothing catches it
+            for m in await psub.fetch(10, timeout=0.5):
+                total += json.loads(m.data)["amount"]
+                await m.ack()
+    fails("2.3", total_amount, says=("raised TimeoutError", "catch asyncio.TimeoutError"))
+
+
+def test_2_3_wrong_acks_twice():
+    async def total_amount(js, stream, durable):
+        psub = await js.pull_subscribe(">", durable=durable, stream=stream)
+        total = 0
+        for m in await _drain_fetch(psub):
+            await m.ack()
+            total += json.loads(m.data)["amount"]
+            await m.ack()  # "to be sure"
+        return total
+    fails("2.3", total_amount, says=("MsgAlreadyAckdError", "acknowledged twice"))
+
+
 def test_2_3_wrong_returns_text():
     async def total_amount(js, stream, durable):
         psub = await js.pull_subscribe(">", durable=durable, stream=stream)
