@@ -90,8 +90,8 @@ def test_remote_interest_sees_a_subscription_cross_a_route(cluster):
         try:
             await sub_nc.subscribe("watch.me")
             await sub_nc.flush()
-            await failover.until(lambda: "watch.me" in topoview.remote_interest(cluster["t4-n3"]).get("t4-n1", []),
-                                 "interest reaches t4-n3", timeout=10)
+            await natslab.until(lambda: "watch.me" in topoview.remote_interest(cluster["t4-n3"]).get("t4-n1", []),
+                                "interest reaches t4-n3", timeout=10)
         finally:
             await sub_nc.close()
     run(go())
@@ -142,10 +142,10 @@ def test_steady_publisher_numbers_on_across_restarts(cluster):
         try:
             pub = failover.SteadyPublisher(js, "t.x", rate=500)
             async with pub:
-                await failover.until(lambda: len(pub.run.acked) >= 20, "some acks", timeout=10)
+                await natslab.until(lambda: len(pub.run.acked) >= 20, "some acks", timeout=10)
             first = len(pub.run.records)
             async with pub:
-                await failover.until(lambda: len(pub.run.acked) >= first + 20, "more acks", timeout=10)
+                await natslab.until(lambda: len(pub.run.acked) >= first + 20, "more acks", timeout=10)
             indexes = [r.index for r in pub.run.records]
             assert indexes == list(range(len(indexes)))  # no number used twice
             survival = await failover.count_in_stream(js, "T", pub.run)
@@ -216,7 +216,7 @@ def test_live_refresh_runs_in_the_background_and_stops(cluster):
         first = view.snap.taken_at
         view._live.value = True  # what the "live" button does
         task = view._auto_task
-        await failover.until(lambda: view.snap.taken_at > first, "a background refresh", timeout=15)
+        await natslab.until(lambda: view.snap.taken_at > first, "a background refresh", timeout=15)
         view._live.value = False
         await asyncio.sleep(0)
         assert task.cancelled() or task.done()

@@ -26,6 +26,7 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Placement, StorageType, StreamConfig
 
 from ..runtime.client import connect
+from ..runtime.waiting import until
 from ..errors import NatslabError, NotSupported
 
 RETRYABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
@@ -320,7 +321,8 @@ async def count_in_stream(js, stream: str, run: PublishRun, *, timeout: float = 
             return name
 
         # right after a fault the meta group may still be electing a leader: retry, bounded
-        name = await _poll("could not create a consumer to read the stream back", make_reader, max(timeout, 60))
+        name = await until(make_reader, "a consumer to read the stream back", timeout=max(timeout, 60), every=0.05,
+                           retry=(Exception,))
         psub = await js.pull_subscribe_bind(name, stream)
         try:
             deadline = time.monotonic() + timeout
@@ -356,24 +358,6 @@ async def count_in_stream(js, stream: str, run: PublishRun, *, timeout: float = 
 
 
 # ------------------------------------------------------------------------------ waiting
-async def _poll(what: str, probe, timeout: float, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            value = await probe()
-            if value:
-                return value
-        except Exception as exc:  # no leader yet, reconnecting: keep asking until the deadline
-            last = exc
-        if time.monotonic() > deadline:
-            raise NatslabError(f"Gave up after {timeout:.0f} s: {what}.",
-                               "look at the servers' logs (srv.logs()) and stream info; a stream needs a "
-                               "majority of its replicas running to elect a leader.",
-                               details=f"last error: {last}" if last else "")
-        await asyncio.sleep(every)
-
-
 async def retry(call, *args, what: str | None = None, timeout: float = 30.0, per_try: float = 5.0, **kwargs):
     """``await call(*args, **kwargs)``, repeated while the cluster is briefly unable to answer.
 
@@ -397,36 +381,6 @@ async def retry(call, *args, what: str | None = None, timeout: float = 30.0, per
         delay = min(delay * 2, 1.0)
 
 
-async def until(test, what: str = "the condition", *, timeout: float = 30.0, every: float = 0.05):
-    """Wait until ``test()`` (plain or async, run off the event loop if plain) returns a truthy value."""
-    async def probe():
-        value = test()
-        if asyncio.iscoroutine(value):
-            return await value
-        return value
-    return await _poll(what, probe, timeout, every)
-
-
-def _meta_complete(servers) -> str | None:
-    """The meta leader's name once it reports every other server current, else None."""
-    running = [s for s in servers if s.running]
-    for s in running:
-        leader = (s.monitor("jsz").get("meta_cluster") or {}).get("leader")
-        if leader:
-            break
-    else:
-        return None
-    by_name = {s.name: s for s in running}
-    if leader not in by_name:
-        return None
-    meta = by_name[leader].monitor("jsz").get("meta_cluster") or {}
-    peers = {r["name"]: r for r in meta.get("replicas") or []}
-    others = set(by_name) - {leader}
-    if others <= set(peers) and all(peers[n].get("current") and not peers[n].get("offline") for n in others):
-        return leader
-    return None
-
-
 async def jetstream_ready(topology, *, timeout: float = 30.0) -> str:
     """Wait until JetStream can place replicated streams on every server; returns the meta leader.
 
@@ -436,8 +390,9 @@ async def jetstream_ready(topology, *, timeout: float = 30.0) -> str:
     reports every server current, then proves it by placing (and deleting) a small in-memory
     stream with a replica on every server of each cluster (at most five).
     """
-    servers = [s for s in getattr(topology, "servers", topology) if s.running]
-    await until(lambda: _meta_complete(servers), "the meta leader hears from every server", timeout=timeout)
+    await until(topology.meta_ready, "the meta leader hears from every server", timeout=timeout,
+                retry=(Exception,))
+    servers = topology.running()
     clusters = getattr(topology, "clusters", None) or {getattr(topology, "name", None): servers}
     nc = await connect([s.url for s in servers], quiet=True)
     try:
@@ -453,10 +408,11 @@ async def jetstream_ready(topology, *, timeout: float = 30.0) -> str:
                 return True
 
             await until(place, f"JetStream places {probe.num_replicas} replicas in {cname or 'the cluster'}",
-                        timeout=timeout, every=0.1)
+                        timeout=timeout, every=0.1, retry=(Exception,))
     finally:
         await nc.close()
-    return _meta_complete(servers) or await until(lambda: _meta_complete(servers), "a meta leader", timeout=timeout)
+    return await until(lambda: topology.meta_ready() and topology.meta_leader(), "a meta leader", timeout=timeout,
+                       retry=(Exception,))
 
 
 async def _info(js, stream: str, timeout: float = 2.5):
@@ -470,8 +426,8 @@ async def wait_for_leader(js, stream: str, *, other_than: str | None = None, tim
         si = await _info(js, stream)
         leader = si.cluster.leader if si.cluster else None
         return si if leader and leader != other_than else None
-    return await _poll(f"stream {stream} has no leader" + (f" other than {other_than}" if other_than else ""),
-                       probe, timeout)
+    return await until(probe, f"a leader for stream {stream}" + (f" other than {other_than}" if other_than else ""),
+                       timeout=timeout, every=0.05, retry=(Exception,))
 
 
 async def wait_until_current(js, stream: str, *, timeout: float = 30.0, samples: list | None = None):
@@ -484,7 +440,8 @@ async def wait_until_current(js, stream: str, *, timeout: float = 30.0, samples:
                             **{r.name: ("current" if r.current else f"behind, lag {r.lag}") for r in reps}})
         return si if si.cluster and si.cluster.leader and all(r.current for r in reps) else None
     t0 = time.monotonic()
-    return await _poll(f"stream {stream} did not catch up on every replica", probe, timeout)
+    return await until(probe, f"every replica of stream {stream} catching up", timeout=timeout, every=0.05,
+                       retry=(Exception,))
 
 
 def server_of(topology, nc):
