@@ -18,8 +18,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+# pytest-xdist processes per phase (NATSLAB_TEST_WORKERS=0 runs everything in one process).  A test
+# file (for nbval: a notebook, whose cells share one kernel) always stays on one worker, so
+# module fixtures start once and a notebook runs top to bottom.  Two workers, because the
+# machines this runs on have two cores and every test also runs real servers.
+WORKERS = os.environ.get("NATSLAB_TEST_WORKERS", "2").strip() or "0"
+PARALLEL = ["-n", WORKERS, "--dist", "loadfile"] if WORKERS != "0" else []
 NBVAL = ["-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-cell-timeout=240",
-         "--timeout=900", "notebooks", "solutions"]
+         "--timeout=900", *PARALLEL, "notebooks", "solutions"]
 
 
 def banner(text: str) -> None:
@@ -68,7 +74,7 @@ def run(argv: list[str], tmp: Path) -> int:
     phases = [
         ("labs up to date", [PY, "-m", "natslab.grading.labs", "--check"], {}, None),
         ("unit, failure and lab tests", [PY, "-m", "pytest", "-p", "no:cacheprovider", "--timeout=900",
-                                         "-rs", "tests", *argv], {}, "tests"),
+                                         "-rs", *PARALLEL, "tests", *argv], {}, "tests"),
         ("notebooks on the local backend", [PY, *NBVAL], {"NATSLAB_BACKEND": "local"}, "nb-local"),
     ]
     if problem is None:

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -127,13 +126,12 @@ def test_kernel_killed_with_sigkill_leaves_nothing(tmp_path):
         assert reply["content"]["status"] == "ok", reply["content"]
         assert state["pids"] and all(p in _pids_of_nats_servers() for p in state["pids"])
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def all_gone() -> bool:
             alive = set(state["pids"]) & _pids_of_nats_servers()
             container = state.get("container") and _container_exists(state["container"])
-            if not alive and not container and not Path(state["root"]).exists():
-                break
-            time.sleep(0.2)
+            return not alive and not container and not Path(state["root"]).exists()
+        natslab.until_sync(all_gone, "the guard's clean-up", timeout=10, every=0.2, error=False)
         assert not set(state["pids"]) & _pids_of_nats_servers(), "nats-server processes outlived the kernel"
         if state.get("container"):
             assert not _container_exists(state["container"]), "a container outlived the kernel"
