@@ -9,12 +9,12 @@ import contextlib
 import importlib.util
 import inspect
 import random
-import socket
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from ...lessons import prometheus as prom
+from ...lessons.monitoring import stalled_subscriber
 from ...runtime.topology import cluster
 from ...runtime.waiting import WaitTimeout, until
 from ..checks import Mismatch, call_learner, exercise, expect
@@ -42,19 +42,6 @@ def _http_hints(extra: dict | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------- 6.1
-async def _raw_slow_subscriber(srv, name: str, subject: str) -> socket.socket:
-    """A client that subscribes and then never reads: the server's buffer for it fills up."""
-    host, port = srv.url.removeprefix("nats://").split(":")
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(5)
-    await asyncio.to_thread(s.connect, (host, int(port)))
-    await asyncio.to_thread(s.recv, 4096)  # INFO
-    s.sendall(f'CONNECT {{"name":"{name}","verbose":false,"pedantic":false}}\r\nSUB {subject} 1\r\nPING\r\n'.encode())
-    await asyncio.to_thread(s.recv, 64)  # PONG
-    return s
-
-
 @exercise("6.1", "find the slow consumer",
           hints=("the server closes a client it cannot write to fast enough and keeps it in its list of "
                  "closed connections with the reason (lesson 06.1, /connz states; lesson 06.4).",
@@ -85,7 +72,7 @@ async def slow_consumer(find_slow_consumer):
             await nc.subscribe(subject, cb=take)
             await nc.flush()
             healthy.append((nc, got))
-        slow = await _raw_slow_subscriber(srv, names["report"], subject)
+        slow = await stalled_subscriber(srv, names["report"], subject)
         stack.callback(slow.close)
         pub = await stack.enter_async_context(client(srv, name=f"publisher-{tag}"))
 
