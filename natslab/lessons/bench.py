@@ -393,24 +393,31 @@ async def stall(srv, seconds: float, *, after: float = 0.0) -> tuple[float, floa
 
 
 # ------------------------------------------------------------------------------ plots
-def plot_ratios(rates: Sequence[Rate], raw: Rate, *, title: str = "", ax=None):
-    """Horizontal bars: each rate as a share of the raw limit, labelled with msgs/s."""
+def plot_ratios(rates: Sequence[Rate], raw: "Rate | Sequence[Rate]", *, title: str = "", ax=None):
+    """Horizontal bars: each rate as a share of the raw limit, labelled with msgs/s.
+
+    ``raw`` is one raw run for all, or one per rate (each measured right before it).
+    """
     import matplotlib.pyplot as plt
 
+    raws = [raw] * len(rates) if isinstance(raw, Rate) else list(raw)
+    if len(raws) != len(rates):
+        raise NatslabError("plot_ratios needs one raw run, or one per rate.", "pass raw=[...] of the same length.")
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.45 * (len(rates) + 1) + 1))
-    rows = [raw, *rates]
-    ratios = [r.ratio(raw) for r in rows]
-    bars = ax.barh(range(len(rows)), ratios, color=["#888"] + ["#1f77b4"] * len(rates))
+    rows = ([raws[0]] if isinstance(raw, Rate) else []) + list(rates)
+    ratios = ([1.0] if isinstance(raw, Rate) else []) + [r.ratio(q) for r, q in zip(rates, raws)]
+    colors = (["#888"] if isinstance(raw, Rate) else []) + ["#1f77b4"] * len(rates)
+    bars = ax.barh(range(len(rows)), ratios, color=colors)
     ax.set_yticks(range(len(rows)), [r.label for r in rows])
     ax.invert_yaxis()
     ax.set_xlim(0, max(1.15, max(ratios) * 1.15))
     ax.axvline(1.0, color="#888", lw=1, ls="--")
     for bar, r, q in zip(bars, rows, ratios):
         ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2,
-                f"{q:.0%}  ({r.msgs_per_s:,.0f}/s)", va="center", fontsize=8)
+                f"{q:.1%}  ({r.msgs_per_s:,.0f}/s)", va="center", fontsize=8)
     ax.set_xlabel("share of the raw limit measured in the same run")
-    ax.set_title(title or f"{raw.size}-byte messages, raw limit {raw.msgs_per_s:,.0f} msgs/s")
+    ax.set_title(title or f"{raws[0].size}-byte messages, raw limit {raws[0].msgs_per_s:,.0f} msgs/s")
     plt.tight_layout()
     return ax
 
