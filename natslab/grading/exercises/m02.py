@@ -277,7 +277,7 @@ async def terminate_poison(process_payments):
     stream, durable = f"PAYMENTS_{tok.upper()}", "payments"
     async with _jetstream() as (nc, js, (learner,)):
         await js.add_stream(name=stream, subjects=[f"p{tok}.>"])
-        await js.add_consumer(stream, ConsumerConfig(durable_name=durable, max_deliver=5, ack_wait=2.0))
+        await js.add_consumer(stream, ConsumerConfig(durable_name=durable, max_deliver=5, ack_wait=10.0))
         terminated: dict[int, int] = {}
 
         async def on_term(msg):
