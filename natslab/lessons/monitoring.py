@@ -13,15 +13,21 @@ import socket
 import time
 
 
-async def stalled_subscriber(srv, name: str, subject: str) -> socket.socket:
+async def stalled_subscriber(srv, name: str, subject: str, *, user: str | None = None,
+                             password: str | None = None) -> socket.socket:
     """Connect with the raw protocol, subscribe to ``subject``, then never read: close it when done."""
+    import json
+
+    hello = {"name": name, "verbose": False, "pedantic": False}
+    if user is not None:
+        hello.update(user=user, **{"pass": password})
     host, port = srv.url.removeprefix("nats://").split(":")
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's buffer fills sooner
     s.settimeout(5)
     await asyncio.to_thread(s.connect, (host, int(port)))
     await asyncio.to_thread(s.recv, 4096)  # the server's INFO line
-    s.sendall(f'CONNECT {{"name":"{name}","verbose":false,"pedantic":false}}\r\nSUB {subject} 1\r\nPING\r\n'.encode())
+    s.sendall(f"CONNECT {json.dumps(hello)}\r\nSUB {subject} 1\r\nPING\r\n".encode())
     await asyncio.to_thread(s.recv, 64)  # PONG: the subscription is in place
     return s
 
