@@ -163,3 +163,22 @@ def test_object_helpers_digest_table_and_links(srv):
     rows = {r["name"]: r for r in table}
     assert rows["latest"]["link"] == "-> objs/blob.bin" and rows["blob.bin"]["size"] == 300_000
     assert [r["name"] for r in live] == ["latest"]
+
+
+def test_history_shows_server_written_expiry_markers(srv):
+    """nats-server 2.11+: with limit_marker_ttl the server writes a marker when a key expires
+    (header Nats-Marker-Reason: MaxAge, no KV-Operation); the views show it as a PURGE."""
+    async def body(js, nc):
+        kv = await js.create_key_value(bucket="marked", ttl=1, limit_marker_ttl=5)
+        await kv.put("node.a", b"up")
+
+        async def marker():
+            entries = await kvstore.history_entries(kv, "node.a")
+            return entries if entries and entries[-1].operation == "PURGE" else None
+
+        entries = await natslab.until(marker, "the expiry marker", timeout=10, every=0.1)
+        return entries, await kvstore.value_of(kv, "node.a"), await kvstore.bucket_state(kv)
+
+    entries, value, state = run(srv, body)
+    assert [e.operation for e in entries] == ["PURGE"] and entries[0].value == b""
+    assert value == (None, None) and state == {}

@@ -165,12 +165,20 @@ async def bucket_state(kv, keys: str = ">") -> dict[str, bytes]:
 
 async def value_of(kv, key: str) -> tuple[bytes | None, int | None]:
     """The key's current value and revision as the server has them; ``(None, None)`` when the key is
-    absent (never written, deleted, purged or expired)."""
+    absent (never written, deleted, purged, expired, or expired with a server-written marker).
+
+    It reads the key's latest message and its headers itself: nats-py 2.16's ``kv.get`` raises
+    KeyNotFoundError for delete and purge markers, but returns a marker the server wrote on expiry
+    (``Nats-Marker-Reason``, buckets with ``limit_marker_ttl``) as an entry with an empty value.
+    """
+    js, stream, pre, _ = await _kv_parts(kv)
     try:
-        entry = await kv.get(key)
-    except jserr.KeyNotFoundError:
+        msg = await js.get_msg(stream, subject=pre + key)
+    except jserr.NotFoundError:
         return None, None
-    return entry.value, entry.revision
+    if _operation(msg.headers):
+        return None, None
+    return msg.data or b"", msg.seq
 
 
 # ------------------------------------------------------------------------------ follower

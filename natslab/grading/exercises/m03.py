@@ -776,7 +776,13 @@ async def fetch_object(fetch_verified):
         # the right object
         name = f"model-{token(4)}.bin"
         await obs.put(name, good)
-        got = await call(name)
+        try:
+            got = await call(name)
+        except Unsolved:
+            raise
+        except Mismatch as m:
+            raise Mismatch(f"fetch_verified raised for the right object, whose digest is the expected one ({m.seen}).",
+                           expected=f"its {len(good)} bytes returned", seen=m.seen, hint=m.hint) from None
         if not isinstance(got, (bytes, bytearray)):
             raise Mismatch("fetch_verified did not return the object's bytes.",
                            expected=f"bytes ({len(good)} of them)", seen=f"{type(got).__name__}: {got!r}"[:120],
