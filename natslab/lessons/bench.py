@@ -6,7 +6,8 @@ socket writing the NATS protocol, ``PUB subject n\\r\\n<payload>\\r\\n``, in big
 then ``PING`` and waiting for ``PONG`` so the server has it all), and every other figure is shown as
 a ratio to a raw run made in the same session, back to back.
 
-Throughput (each returns a ``Rate``): ``raw_publish`` (sync), ``publish`` (one nats-py connection,
+Throughput (each returns a ``Rate``): ``raw_publish`` (sync; ``raw_round_trip`` is the latency
+floor, PING/PONG on a plain socket), ``publish`` (one nats-py connection,
 with a flush strategy and buffer sizes to tune), ``publish_processes`` (several processes, one
 connection each), ``pubsub`` (until a subscriber has every message), ``request_reply``,
 ``js_publish`` (JetStream, each ack awaited, or ``window=N`` acks in flight with ``publish_async``).
@@ -139,6 +140,32 @@ def _pong(reader) -> None:
         if line.startswith(b"-ERR"):
             raise NatslabError(f"the server refused the raw publisher: {line.decode().strip()}",
                                "raw_publish needs a server without authentication.")
+
+
+def raw_round_trip(target, count: int = 2_000, *, time_limit: float = 20.0) -> np.ndarray:
+    """The raw latency floor: ``count`` PING/PONG round trips over a plain socket, in seconds each.
+
+    The least any request through this server can take on this machine; request latencies are
+    shown as multiples of it.  Blocking (run it with asyncio.to_thread from a notebook).
+    """
+    count = _bounded(count)
+    url = urlparse(_url(target))
+    out = np.empty(count)
+    deadline = time.monotonic() + time_limit
+    with socket.create_connection((url.hostname, url.port or 4222), timeout=time_limit) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"raw-pinger"}\r\nPING\r\n')
+        _pong(reader)
+        for i in range(count):
+            t = time.perf_counter()
+            sock.sendall(b"PING\r\n")
+            _pong(reader)
+            out[i] = time.perf_counter() - t
+            if time.monotonic() > deadline:
+                return out[: i + 1]
+    return out
 
 
 # ------------------------------------------------------------------------------ nats-py throughput
