@@ -18,14 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from nats.js.api import StreamConfig
 
 from ...errors import NatslabError
-from ...lessons import failover
+from ...lessons import failover, topoview
 from ...runtime import backends, session
 from ...runtime.monitor import fetch
 from ...runtime.server import Server
 from ...runtime.topology import cluster as start_cluster, supercluster as start_supercluster
 from ...runtime.waiting import until
 from ..checks import Mismatch, call_learner, exercise, expect
-from . import client, interest, learner_client, of_type, scratch_server, text_result, token
+from . import client, learner_client, of_type, scratch_server, text_result, token
 
 LAME_DUCK = {"lame_duck_duration": "30s", "lame_duck_grace_period": "1s"}
 
@@ -545,7 +545,10 @@ async def request_through_leaf(leaf_config, ask_via_leaf):
 
                 await responder.subscribe(subject, cb=handle)
                 await responder.flush()
-                await interest(leaf, subject)  # the leaf knows the hub wants it
+                # the leaf knows the hub wants it (its /leafz; the leaf's /subsz lists only its own clients)
+                await until(lambda: any(subject in subs for subs in topoview.remote_interest(leaf, "leafz").values()),
+                            "the leaf hears of the hub's service", timeout=10, retry=(NatslabError, OSError),
+                            error=False)
                 before = _leaf_in_msgs(hub)
                 async with _cleans_up_after_learner():
                     got = await call_learner(ask_via_leaf, leaf.url, hub.url, subject, timeout=30,
