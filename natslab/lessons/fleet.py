@@ -58,10 +58,14 @@ async def ping(nc, what: str, options: dict | None = None, *, quiet: float = 0.5
     return replies
 
 
+def _leader(asset: dict) -> str | None:
+    return (asset.get("cluster") or {}).get("leader")
+
+
 class Fleet:
     """What every server of a cluster says, through one system-account connection ``nc``."""
 
-    def __init__(self, nc, *, quiet: float = 0.5):
+    def __init__(self, nc, *, quiet: float = 1.0):
         self.nc = nc
         self.quiet = quiet
         self.snapshot: dict[str, Any] = {"varz": {}, "jsz": {}}
@@ -77,7 +81,7 @@ class Fleet:
         """One snapshot: {"varz": {server: varz}, "jsz": {server: jsz with accounts, streams, consumers}}."""
         varz, jsz = await asyncio.gather(
             self.ping("VARZ"),
-            self.ping("JSZ", {"accounts": True, "streams": True, "consumer": True, "leader_only": True}))
+            self.ping("JSZ", {"accounts": True, "streams": True, "consumer": True}))
         snap = {"varz": varz, "jsz": jsz}
         with self._lock:
             self.snapshot = snap
@@ -127,13 +131,18 @@ class Fleet:
                     server[f].add_metric([name], float(j[f]))
             for acc in j.get("account_details") or []:
                 for s in acc.get("stream_detail") or []:
-                    state = s.get("state") or {}
-                    stream_msgs.add_metric([name, acc.get("name", ""), s["name"]], float(state.get("messages", 0)))
-                    stream_bytes.add_metric([name, acc.get("name", ""), s["name"]], float(state.get("bytes", 0)))
+                    # every replica reports; only the leader's figures are current (followers show 0
+                    # pending for consumers), so export the leader's, as the exporter's leader-only mode
+                    if _leader(s) in (None, name):
+                        state = s.get("state") or {}
+                        labels = [name, acc.get("name", ""), s["name"]]
+                        stream_msgs.add_metric(labels, float(state.get("messages", 0)))
+                        stream_bytes.add_metric(labels, float(state.get("bytes", 0)))
                     for c in s.get("consumer_detail") or []:
-                        for f in CONSUMER_FIELDS:
-                            consumer[f].add_metric([name, acc.get("name", ""), s["name"], c["name"]],
-                                                   float(c.get(f) or 0))
+                        if _leader(c) in (None, name):
+                            for f in CONSUMER_FIELDS:
+                                consumer[f].add_metric([name, acc.get("name", ""), s["name"], c["name"]],
+                                                       float(c.get(f) or 0))
         yield from server.values()
         yield stream_msgs
         yield stream_bytes

@@ -137,7 +137,7 @@ def seconds(text: str) -> float:
 
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![\w])|(?P<dur>\[\s*\d+[smhd]\s*\])|"
-                    r"(?P<op>==|!=|>=|<=|>|<)|(?P<name>[a-zA-Z_:][\w:]*)|(?P<brace>\{[^}]*\})|(?P<p>[(),])|(?P<bad>\S))")
+                    r"(?P<op>==|!=|>=|<=|>|<)|(?P<arith>[-+*/])|(?P<name>[a-zA-Z_:][\w:]*)|(?P<brace>\{[^}]*\})|(?P<p>[(),])|(?P<bad>\S))")
 
 
 def _tokens(expr: str) -> list[tuple[str, str]]:
@@ -252,8 +252,21 @@ def evaluate(expr: str, series: dict[str, str], at: str | float, *, interval: st
         take("p", ")")
         return names
 
-    def comparison():
+    def arithmetic():
         left = primary()
+        while peek()[0] == "arith":
+            op = take()
+            if peek()[0] == "num":
+                k = float(take())
+                left = [(l, _arith(op, v, k)) for l, v in left]
+                continue
+            right = {tuple(sorted(l.items())): v for l, v in primary()}
+            left = [(l, _arith(op, v, right[key])) for l, v in left
+                    if (key := tuple(sorted(l.items()))) in right]  # one-to-one matching on all labels
+        return left
+
+    def comparison():
+        left = arithmetic()
         if peek()[0] == "op":
             op = take()
             keep = True
@@ -267,6 +280,12 @@ def evaluate(expr: str, series: dict[str, str], at: str | float, *, interval: st
     if pos != len(toks):
         raise Unsupported(f"natslab's evaluator did not understand the part from {peek()[1]!r} in {expr!r}")
     return result
+
+
+def _arith(op, a, b) -> float:
+    if op == "/":
+        return a / b if b else math.nan
+    return {"+": a + b, "-": a - b, "*": a * b}[op]
 
 
 def _compare(op, a, b) -> bool:
@@ -456,3 +475,15 @@ def wait_scraped(prom: Prometheus, timeout: float = 30.0) -> None:
     until_sync(lambda: prom.targets_up(), "Prometheus scraping every target", timeout=timeout, every=0.2,
                retry=(OSError, NatslabError))
 
+
+
+def series_from_exposition(text: str) -> dict[str, str]:
+    """The samples of a /metrics page as one-sample promtool-style series (for ``evaluate`` at "0m")."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = repr(float(s.value))
+    return out
