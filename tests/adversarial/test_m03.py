@@ -267,6 +267,10 @@ def test_3_4_wrong_watches_every_key():
     fails("3.4", _keep(">"), says="keys outside flags.")
 
 
+def test_3_4_wrong_one_token_wildcard():
+    fails("3.4", _keep("flags.*"), says=("flags.ui", "exactly one token"))
+
+
 def test_3_4_wrong_ignores_deletes():
     fails("3.4", _keep("flags.>", markers=False), says="DEL or PURGE")
 

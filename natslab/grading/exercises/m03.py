@@ -368,6 +368,9 @@ async def live_flags(keep_flags):
                 return "keys outside flags. are not flags: watch only the keys under flags."
             if set(flags) - set(want):
                 return "a DEL or PURGE entry means the key no longer has a value: remove it from the dict."
+            if any(k.count(".") > 1 for k in set(want) - set(flags)):
+                return ("keys under flags. can have several tokens after it (flags.ui.dark): the wildcard * matches "
+                        "exactly one token, > matches one or more (lesson 03.2).")
             if set(want) - set(flags):
                 return "every key under flags. with a value belongs in the dict, including keys set after you started."
             return "values are bytes: b\"on\" is True, anything else is False."
@@ -386,8 +389,9 @@ async def live_flags(keep_flags):
         try:
             state = {a: True, b: False}
             await reach(state, "at start (initial values)")
+            deep = f"flags.ui.g{token(4)}"
             steps = [("put", e, b"on"), ("put", a, b"off"), ("delete", b, None), ("put", f"other.y{token(4)}", b"on"),
-                     ("put", f, b"maybe"), ("purge", e, None), ("put", b, b"on")]
+                     ("put", f, b"maybe"), ("put", deep, b"on"), ("purge", e, None), ("put", b, b"on")]
             for op, key, value in steps:
                 if op == "put":
                     await kv.put(key, value)
@@ -409,8 +413,8 @@ async def live_flags(keep_flags):
                expected=f"{baseline} subscriptions on the connection (server's /connz)", seen=subs_of(srv, learner),
                hint="cancelling raises CancelledError inside your function: a watcher left running keeps its "
                     "subscription (and consumer) on the server. Stop it whatever way the function ends.")
-        return (f"the dict followed the initial values and {len(steps)} changes (puts, a delete, a purge, keys outside "
-                "flags.), and the watcher's subscription was gone from /connz after cancellation.")
+        return (f"the dict followed the initial values and {len(steps)} changes (puts, a deeper key flags.ui.*, a delete, "
+                "a purge, keys outside flags.), and the watcher's subscription was gone from /connz after cancellation.")
 
 
 # ------------------------------------------------------------------------------ 3.5
