@@ -61,7 +61,7 @@ def _accepted(result: sec.Attempt, problem: str, hint: str) -> None:
            seen=f"refused: {result.cause} ({result.client_error[:120]})", hint=hint)
 
 
-async def _violation(errs: sec.ErrorLog, kind: str, subject: str, timeout: float = 0.5) -> bool:
+async def _violation(errs: sec.ErrorLog, kind: str, subject: str, timeout: float = 1.0) -> bool:
     """True if the server reported a permissions violation for ``kind`` ("publish"/"subscription")."""
     return await errs.next(timeout=timeout, contains=f'for {kind} to "{subject.lower()}"') is not None
 
@@ -213,7 +213,7 @@ async def service_permissions_check(service_permissions):
                    expected=f"subscribe allowed on {subject}", seen=refused[0] if refused else "",
                    hint="the subject is not in the subscribe allow list (a queue subscription needs it too).")
             try:
-                reply = await caller.request(subject, t.encode(), timeout=2)
+                reply = await caller.request(subject, t.encode(), timeout=5)
             except Exception as exc:
                 raise Mismatch("a request to the service got no answer.", expected=f"a reply to {subject}",
                                seen=f"{type(exc).__name__}: {exc}; errors: {errs.errors[:2]}",
@@ -349,7 +349,7 @@ async def tenant_accounts_check(tenant_accounts):
             secret = {role: f"secret-{role}-{token(10)}".encode() for role in ("a", "b", "shared")}
             for role in ("a", "b"):
                 try:
-                    reply = await conns[role].request(subject, secret[role], timeout=2)
+                    reply = await conns[role].request(subject, secret[role], timeout=5)
                 except Exception as exc:
                     raise Mismatch(f"tenant {role} could not call the shared service on {subject}.",
                                    expected="a reply", seen=f"{type(exc).__name__}",
