@@ -136,6 +136,33 @@ def test_certificate_identity_maps_to_a_user(backend):
 
 
 # ------------------------------------------------------------------------------ permissions and accounts
+def test_one_token_allow_admits_a_deeper_wildcard_and_a_deny_closes_it(backend):
+    """What lesson 05.3 teaches about nats-server 2.15.1 (unchanged since 2.12.8): a user allowed
+    ``orders.*`` may subscribe to ``orders.>`` and then receives deeper subjects; ``deny: orders.*.>``
+    filters them on delivery.  If a release changes this, the lesson must change with it."""
+    users = [{"user": "loose", "password": "p", "permissions": {"subscribe": {"allow": ["orders.*"]}}},
+             {"user": "tight", "password": "p",
+              "permissions": {"subscribe": {"allow": ["orders.*"], "deny": ["orders.*.>"]}}},
+             {"user": "admin", "password": "p"}]
+    with natslab.server("wild", backend=backend, jetstream=False, config={"authorization": {"users": users}}) as srv:
+        async def go():
+            table = await sec.probe(srv, ["orders.>", "orders.a.b"], user="loose", password="p")
+            admin = await natslab.connect(srv, quiet=True, user="admin", password="p")
+            loose = await natslab.connect(srv, quiet=True, user="loose", password="p")
+            tight = await natslab.connect(srv, quiet=True, user="tight", password="p")
+            try:
+                return (table, await sec.delivered(admin, loose, "orders.>", publish_subject="orders.a.b"),
+                        await sec.delivered(admin, tight, "orders.>", publish_subject="orders.a.b"),
+                        await sec.delivered(admin, tight, "orders.>", publish_subject="orders.a"))
+            finally:
+                for nc in (admin, loose, tight):
+                    await nc.close()
+        table, loose_deep, tight_deep, tight_one = run(go())
+    assert table["orders.>"]["subscribe"] is True and table["orders.a.b"]["subscribe"] is False, table
+    assert loose_deep is not None, "orders.* no longer admits orders.> deliveries: update lesson 05.3"
+    assert tight_deep is None and tight_one is not None
+
+
 def test_permission_violation_is_refused_and_not_delivered(backend):
     users = [{"user": "pub", "password": "p1", "permissions": {"publish": ["allowed.>"], "subscribe": ["_INBOX.>"]}},
              {"user": "admin", "password": "p2"}]
