@@ -1,6 +1,7 @@
 """Docker specifics: the image is built from the pinned binary, dead sessions are swept."""
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -25,7 +26,7 @@ def test_containers_of_dead_sessions_are_swept():
     b = backends.get("docker")
     dead_owner = f"{socket.gethostname()}:999999999"  # no such pid
     c = b.client.containers.create(b.image, command=["--help"], labels={OWNER_LABEL: dead_owner})
-    n = b.client.networks.create("natslab-sweeptest", labels={OWNER_LABEL: dead_owner})
+    n = b.client.networks.create(f"natslab-sweeptest-{os.getpid()}", labels={OWNER_LABEL: dead_owner})
     b.sweep()
     ids = {x.id for x in b.client.containers.list(all=True)}
     nets = {x.id for x in b.client.networks.list()}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import guard
+from ..waiting import until_sync
 from ...errors import BackendUnavailable, NotSupported
 from . import PINNED_VERSION
 
@@ -82,10 +83,24 @@ class LocalHandle:
             self.proc.send_signal(sig)
 
     def pause(self) -> None:
+        """SIGSTOP, and return once the kernel reports the process stopped (it may still be running
+        for a moment after the signal, and answer a request that should have gone unanswered)."""
         self.signal(signal.SIGSTOP)
+        self._wait_state(lambda state: state in "Tt", "stopped")
 
     def resume(self) -> None:
         self.signal(signal.SIGCONT)
+        self._wait_state(lambda state: state not in "Tt", "running again")
+
+    def _wait_state(self, test, what: str) -> None:
+        stat = Path(f"/proc/{self.proc.pid}/stat") if self.proc is not None else None
+        if stat is None or not stat.exists():  # no /proc (macOS): the signal is all we can do
+            return
+
+        def state() -> str:  # "pid (comm) S ...": the state follows the last parenthesis
+            return stat.read_text().rsplit(")", 1)[1].split()[0]
+        until_sync(lambda: test(state()), f"nats-server (pid {self.proc.pid}) to be {what}",
+                   timeout=5, every=0.005, retry=(OSError, IndexError), error=False)
 
     def logs(self, since_start: bool = False) -> str:
         try:
