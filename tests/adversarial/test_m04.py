@@ -175,6 +175,14 @@ def test_4_3_wrong_returns_without_waiting_for_the_election():
     fails("4.3", fail_over, says=("the leader you killed", "election"))
 
 
+def test_4_3_wrong_guesses_a_follower_without_waiting():
+    async def fail_over(cluster, js, stream):
+        info = await js.stream_info(stream)
+        cluster[info.cluster.leader].kill()
+        return info.cluster.replicas[0].name
+    fails("4.3", fail_over, says=("guess", "fail_over returned"))
+
+
 def test_4_3_wrong_kills_nobody():
     async def fail_over(cluster, js, stream):
         return await _leader(js, stream)

@@ -334,11 +334,13 @@ async def kill_the_leader(fail_over):
         async with _learner_js_client(c[meta]) as learner_nc:
             returned = await call_learner(fail_over, c, learner_nc.jetstream(timeout=5), stream, timeout=45,
                                           what=f"fail_over(cluster, js, {stream!r})")
+            returned_at = time.time()
         down = [s.name for s in c if not s.running]
         if leader not in down:
             killed = ", ".join(down) or "nobody"
             if meta in down:
-                problem, hint = (f"you stopped {meta}, the JetStream meta leader; the leader of {stream} is {leader}.",
+                problem, hint = (f"you stopped {meta}, the JetStream meta leader (and a follower of {stream}); the "
+                                 f"leader of {stream} is {leader}.",
                                  "the meta leader runs the cluster's JetStream management (placing streams); each "
                                  "stream elects a leader of its own, named in the stream's info (cluster.leader).")
             elif down:
@@ -362,9 +364,18 @@ async def kill_the_leader(fail_over):
         info = await failover.wait_for_leader(js, stream, other_than=leader, timeout=30)
         expect(returned == info.cluster.leader, "fail_over returned something other than the new leader.",
                expected=f"{info.cluster.leader!r} (stream info after the election)", seen=repr(returned)[:80],
-               hint=("that server is a follower, not the elected leader: the leader is cluster.leader in stream "
-                     "info, once it names a server other than the one you killed."
+               hint=("that server is a follower, not the elected leader: naming a follower before the election is "
+                     "a guess. The leader is cluster.leader in stream info, once it names a server other than the "
+                     "one you killed."
                      if returned in followers else "return the name stream info gives as cluster.leader."))
+        since = info.cluster.leader_since.timestamp() if info.cluster.leader_since else None
+        expect(since is None or returned_at >= since - 0.25,
+               f"fail_over returned {returned!r} {since - returned_at:.1f} s before the stream elected it." if since else "",
+               expected="the name stream info gives once the election is over",
+               seen=f"returned at {returned_at:.2f}, leader since {since:.2f} (stream info, the server's clock)"
+                    if since else "",
+               hint="a follower's name is a guess: either may win the election. Keep asking stream info until its "
+                    "leader is a server other than the one you killed.")
         ack = await until(lambda: js.publish(f"{subject}.x", b"after", headers={"Nats-Msg-Id": "after"}),
                           "a write after the failover", timeout=30, retry=(Exception,))
         expect(ack.seq == 51, "the stream lost messages.", expected="seq 51 for the next message", seen=ack.seq,
