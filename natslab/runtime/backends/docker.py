@@ -68,7 +68,7 @@ class ServerIsReady(WaitStrategy):
 
     def __init__(self) -> None:
         super().__init__()
-        self.since = 0
+        self.since = 0  # when this start began (seconds since the epoch)
 
     def wait_until_ready(self, container) -> None:
         wrapped = container.get_wrapped_container()
@@ -117,7 +117,7 @@ class NatsServerContainer(DockerContainer):
         self.ready = ServerIsReady().with_startup_timeout(int(ready_timeout))
 
     def start(self):
-        self.ready.since = int(time.time())
+        self.ready.since = int(time.time())  # whole seconds: a daemon clock a little behind still counts
         super().start()
         self._join_networks()
         self._healthcheck()
