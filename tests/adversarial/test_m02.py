@@ -390,6 +390,22 @@ def test_2_6_correct_get_msg_skipping_gaps():
     passes("2.6", replay_from)
 
 
+def test_2_6_correct_ordered_consumer():
+    async def replay_from(js, stream, seq):
+        sub = await js.subscribe(">", stream=stream, ordered_consumer=True, config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq))
+        out = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=2)
+                out.append(msg.data.decode())
+                if msg.metadata.num_pending == 0:
+                    return out
+        finally:
+            await sub.unsubscribe()
+    passes("2.6", replay_from)
+
+
 def _all_then(pick):
     async def replay_from(js, stream, seq):
         psub = await js.pull_subscribe(">", stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE))
