@@ -25,7 +25,7 @@ from testcontainers.core.waiting_utils import WaitStrategy  # noqa: E402
 from .. import guard, ports as portlib  # noqa: E402
 from ...errors import BackendUnavailable  # noqa: E402
 from ..ports import pid_alive  # noqa: E402
-from ..waiting import until_sync  # noqa: E402
+from ..waiting import WaitTimeout, until_sync  # noqa: E402
 from . import PINNED_VERSION  # noqa: E402
 
 OWNER_LABEL = "natslab.owner"
@@ -98,7 +98,7 @@ class NatsServerContainer(DockerContainer):
     """
 
     def __init__(self, image: str, config_path, *, name: str, hostname: str, ports: dict, mount,
-                 labels: dict, networks=(), ready_timeout: float = 60.0):
+                 labels: dict, networks=(), ready_timeout: float = 30.0):
         super().__init__(image, command=["-c", str(config_path)], name=name)
         self.client_port, self.monitor_port = ports["client"], ports["monitor"]
         for port in ports.values():
@@ -139,8 +139,8 @@ class NatsServerContainer(DockerContainer):
     def _healthcheck(self) -> None:
         try:
             self.ready.wait_until_ready(self)
-        except ServerExited:
-            pass  # Server.wait_ready reads the log and explains (bad config, port taken)
+        except (ServerExited, WaitTimeout):
+            pass  # Server.wait_ready reads the server's log and explains (bad config, port taken, hung)
 
     def nats_uri(self) -> str:
         return f"nats://127.0.0.1:{self.client_port}"
