@@ -462,6 +462,7 @@ async def counter(increment):
             theirs = lkv.meddled - meddled
             want = before + 1 + theirs
             if step == 0:
+                created_between = bool(theirs)
                 expect(value == str(want).encode(), "the counter was missing; another writer created it between "
                        "your read and your write, and your write replaced its value." if theirs else
                        "the first increment of a missing counter did not store 1.",
@@ -497,12 +498,14 @@ async def counter(increment):
         expect(returned == list(range(1, want + 1)), "the values increment returned are not each a distinct step.",
                expected=f"every value 1..{want} exactly once across all writers", seen=returned[:12],
                hint="return the value your own successful write stored.")
-        forced = lkv.meddled
-        return (f"a missing counter created by another writer between your read and your write, then {forced - 1} "
-                f"increments by another writer between your reads and writes, were all kept; 4 copies of your function and 2 writers of the "
-                f"checker's took a new counter to exactly {want}." if forced else
-                f"4 copies of your function and 2 writers of the checker's took a new counter to exactly {want} "
-                "(your code never read the key through its handle, so no writer was slipped in between).")
+        later = lkv.meddled - int(created_between)
+        parts = (["a missing counter created by another writer between your read and your write"] if created_between
+                 else ["a missing counter went to 1"])
+        parts.append(f"{later} increment(s) by another writer between your reads and writes" if later else
+                     "your increments (your code never read the counter through its handle before writing, so no "
+                     "writer was slipped in between)")
+        return (f"{parts[0]}, then {parts[1]}, were all kept; 4 copies of your function and 2 writers of the "
+                f"checker's took a new counter to exactly {want}.")
 
 
 # ------------------------------------------------------------------------------ 3.6
