@@ -6,10 +6,9 @@ from __future__ import annotations
 import ssl
 
 import nats
-import pytest
 
 from natslab.lessons import security as sec
-from tests.adversarial.harness import fails, passes
+from .harness import fails, passes
 
 
 # ------------------------------------------------------------------------------ 5.1 require TLS
@@ -448,3 +447,11 @@ def test_5_9_handler_that_raises_is_named():
             await msg.respond(req.allow(issuer, account=entry["account"], pub=entry["publish"].encode()))
         return await nc.subscribe("$SYS.REQ.USER.AUTH", cb=handle)
     fails("5.9", start_auth_service, says=("right password was refused", "your handler raised"))
+
+
+def test_5_9_plain_def_handler_is_named():
+    async def start_auth_service(nc, issuer, directory):
+        def handle(msg):
+            pass
+        return await nc.subscribe("$SYS.REQ.USER.AUTH", cb=handle)
+    fails("5.9", start_auth_service, says=("coroutine", "must be an async def"))

@@ -524,8 +524,13 @@ async def callout_check(start_auth_service):
     async with scratch_server(jetstream=False, config=config) as srv, \
             learner_client(srv, user="auth", password=svc_pw, error_cb=handler_errors.callback) as nc:
         copy = {user: dict(entry) for user, entry in directory.items()}
-        sub = await call_learner(start_auth_service, nc, issuer, copy,
-                                 what="start_auth_service(nc, issuer, directory)")
+        try:
+            sub = await call_learner(start_auth_service, nc, issuer, copy,
+                                     what="start_auth_service(nc, issuer, directory)")
+        except Mismatch as m:
+            if "coroutine" in str(m.seen):  # nats-py's plain Error for a def (not async def) callback
+                m.hint = "nats-py calls only coroutine functions: the message handler must be an async def."
+            raise
         expect(not nc.is_closed and not nc.is_draining, "the connection you were handed was closed or drained.",
                expected="nc still open: the service answers on it", seen="closed" if nc.is_closed else "draining",
                hint="the service's subscription lives on nc; closing it stops the service.")
