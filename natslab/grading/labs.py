@@ -20,6 +20,8 @@ import re
 import sys
 from pathlib import Path
 
+import nbformat
+
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION (?P<id>\d+\.\d+)\s*$")
 END = re.compile(r"^[ \t]*# END SOLUTION\s*$")
@@ -106,7 +108,9 @@ def exercise_ids(solution: dict) -> list[str]:
 
 
 def dumps(nb: dict) -> str:
-    return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+    """The notebook as Jupyter writes it (nbformat: sources as lists of lines, so diffs read line by line)."""
+    text = nbformat.writes(nbformat.from_dict(nb), version=4)
+    return text if text.endswith("\n") else text + "\n"
 
 
 def lab_path_for(solution_path: Path, root: Path = ROOT) -> Path:
