@@ -145,8 +145,19 @@ EXCEPTION_HINTS: dict[str, str] = {
 }
 
 
+# Some libraries raise one generic class for many causes; their message tells the cause apart.
+MESSAGE_HINTS: dict[str, str] = {
+    "must use coroutine": "a callback handed to nats-py (subscribe(cb=...), error_cb=, ...) must be an "
+                          "async def function: nats-py awaits it.",
+}
+
+
 def _hint_for(exc: BaseException, hints: Mapping | None) -> str:
-    """The most specific hint for an exception: the checker's, then the course's, by class."""
+    """The most specific hint for an exception: the checker's, then the course's, by class, then by message."""
+    message = str(exc).lower()
+    for fragment, text in MESSAGE_HINTS.items():
+        if fragment in message:
+            return text
     for cls in type(exc).__mro__:
         for table in (hints or {}, EXCEPTION_HINTS):
             if cls in table:
