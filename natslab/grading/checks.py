@@ -153,13 +153,17 @@ MESSAGE_HINTS: dict[str, str] = {
 
 
 def _hint_for(exc: BaseException, hints: Mapping | None) -> str:
-    """The most specific hint for an exception: the checker's, then the course's, by class, then by message."""
-    message = str(exc).lower()
-    for fragment, text in MESSAGE_HINTS.items():
-        if fragment in message:
-            return text
-    for cls in type(exc).__mro__:
-        for table in (hints or {}, EXCEPTION_HINTS):
+    """The most specific hint for an exception: the checker's by class, then the course's by message,
+    then by class."""
+    classes = type(exc).__mro__
+    for table in (hints or {}, None, EXCEPTION_HINTS):
+        if table is None:
+            message = str(exc).lower()
+            for fragment, text in MESSAGE_HINTS.items():
+                if fragment in message:
+                    return text
+            continue
+        for cls in classes:
             if cls in table:
                 return table[cls]
             if cls.__name__ in table:
