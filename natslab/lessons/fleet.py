@@ -62,6 +62,13 @@ def _leader(asset: dict) -> str | None:
     return (asset.get("cluster") or {}).get("leader")
 
 
+def _keep(chosen: dict, key: tuple, server: str, asset: dict) -> None:
+    """Keep the leader's report of an asset (or the only report of a standalone server's)."""
+    leader = _leader(asset)
+    if leader == server or (leader is None and not asset.get("cluster") and key not in chosen):
+        chosen[key] = (server, asset)
+
+
 class Fleet:
     """What every server of a cluster says, through one system-account connection ``nc``."""
 
@@ -125,24 +132,26 @@ class Fleet:
         consumer = {f: GaugeMetricFamily(f"jetstream_consumer_{f}", f"consumer {f}",
                                          labels=["server_id", "account", "stream_name", "consumer_name"])
                     for f in CONSUMER_FIELDS}
+        streams: dict[tuple, tuple] = {}
+        consumers: dict[tuple, tuple] = {}
         for name, j in jsz.items():
             for f in JS_SERVER_FIELDS:
                 if isinstance(j.get(f), (int, float)):
                     server[f].add_metric([name], float(j[f]))
             for acc in j.get("account_details") or []:
                 for s in acc.get("stream_detail") or []:
-                    # every replica reports; only the leader's figures are current (followers show 0
-                    # pending for consumers), so export the leader's, as the exporter's leader-only mode
-                    if _leader(s) in (None, name):
-                        state = s.get("state") or {}
-                        labels = [name, acc.get("name", ""), s["name"]]
-                        stream_msgs.add_metric(labels, float(state.get("messages", 0)))
-                        stream_bytes.add_metric(labels, float(state.get("bytes", 0)))
+                    _keep(streams, (acc.get("name", ""), s["name"]), name, s)
                     for c in s.get("consumer_detail") or []:
-                        if _leader(c) in (None, name):
-                            for f in CONSUMER_FIELDS:
-                                consumer[f].add_metric([name, acc.get("name", ""), s["name"], c["name"]],
-                                                       float(c.get(f) or 0))
+                        _keep(consumers, (acc.get("name", ""), s["name"], c["name"]), name, c)
+        # every replica reports; only the leader's figures are current (followers show 0 pending for
+        # consumers), so export each stream and consumer once, from its leader
+        for (account, stream), (name, s) in streams.items():
+            state = s.get("state") or {}
+            stream_msgs.add_metric([name, account, stream], float(state.get("messages", 0)))
+            stream_bytes.add_metric([name, account, stream], float(state.get("bytes", 0)))
+        for (account, stream, cname), (name, c) in consumers.items():
+            for f in CONSUMER_FIELDS:
+                consumer[f].add_metric([name, account, stream, cname], float(c.get(f) or 0))
         yield from server.values()
         yield stream_msgs
         yield stream_bytes
