@@ -79,6 +79,16 @@ def test_1_1_wrong_answers():
     fails("1.1", _router(site_token=2), says=("was not forwarded", "tokens of msg.subject"))
     fails("1.1", _router(archive=False), says=("was not forwarded", "archive."))
 
+    async def str_forward(nc):
+        async def temperature(msg):
+            await nc.publish("alerts." + msg.subject.split(".")[1], msg.data.decode())
+
+        async def audit(msg):
+            await nc.publish("archive." + msg.subject, msg.data)
+        await nc.subscribe("sensors.*.temperature", cb=temperature)
+        await nc.subscribe("audit.>", cb=audit)
+    fails("1.1", str_forward, says=("raised TypeError", "bytes"))
+
     async def closes(nc):
         await _router()(nc)
         await nc.drain()
@@ -233,6 +243,7 @@ def test_1_4_wrong_answers():
     fails("1.4", _workers(queue=lambda i: f"w{i}"), says="different queue groups")
     fails("1.4", _workers(count=lambda n: 1), says="different number of subscriptions")
     fails("1.4", _workers(reply=lambda d: b"done: " + d), says="wrong payload")
+    fails("1.4", _workers(reply=lambda d: "done:" + d.decode()), says=("raised TypeError", "bytes"))
 
 
 # ------------------------------------------------------------------------------ 1.5

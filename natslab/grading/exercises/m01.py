@@ -64,6 +64,18 @@ class _Errors:
     def from_callbacks(self) -> list[BaseException]:
         return [e for e in self.seen if not isinstance(e, nats.errors.Error)]
 
+    def check(self, what: str) -> None:
+        """A verdict naming what a learner's callback raised (nats-py only tells the error callback)."""
+        raised = self.from_callbacks()
+        if raised:
+            first = raised[0]
+            raise Mismatch(f"{what} raised {type(first).__name__} instead of finishing.",
+                           expected="callbacks that run to the end", seen=f"{type(first).__name__}: {first}"[:160],
+                           hint=("payloads are bytes: nats-py cannot send a str, so the callback raised. "
+                                 if isinstance(first, TypeError) else "") +
+                                "nats-py reports an exception in a subscription callback only to the "
+                                "connection's error callback; run the callback's code on its own to see it.")
+
 
 # ------------------------------------------------------------------------------ 1.1
 @exercise("1.1", "route by wildcard", hints=(
@@ -90,8 +102,9 @@ async def route_by_wildcard(route):
         (f"auditing.{who}", None),
     ]
     random.shuffle(cases)
+    errors = _Errors()
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, \
-            learner_client(srv, name="router") as nc:
+            learner_client(srv, name="router", error_cb=errors.callback) as nc:
         got: list = []
 
         async def keep(msg):
@@ -134,6 +147,8 @@ async def route_by_wildcard(route):
         source_of = {data: subject for subject, data in payloads.items()}
         want = {(fwd, payloads[src]) for src, fwd in cases if fwd}
         still_subscribed = [x.get("subject") for x in _subs_of_conn(srv, nc.client_id)]
+        if not both_markers():
+            errors.check("a callback of your router")
         for src, fwd in sorted(cases, key=lambda c: c[1] is None):
             if fwd and (fwd, payloads[src]) not in forwarded:
                 wrong = [s for s, d in forwarded if d == payloads[src]]
@@ -303,8 +318,9 @@ async def queue_workers(start_workers):
     subject = f"jobs.{token()}"
     n = random.choice((3, 4))
     jobs = 60
+    errors = _Errors()
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, \
-            learner_client(srv, name="workers") as nc:
+            learner_client(srv, name="workers", error_cb=errors.callback) as nc:
         await call_learner(start_workers, nc, subject, n, what=f"start_workers(nc, {subject!r}, {n})")
         _still_open(nc, "start_workers")
         await until(lambda: len(_subs_on(srv, subject)) >= n, "the workers' subscriptions", timeout=3, error=False)
@@ -335,6 +351,8 @@ async def queue_workers(start_workers):
             except asyncio.TimeoutError:
                 continue
             got.setdefault(msg.subject.rsplit(".", 1)[1], []).append(msg.data)
+        if len(got) < jobs:
+            errors.check("a worker's callback")
         expect(len(got) == jobs, "not every job got a reply.", expected=f"{jobs} replies",
                seen=f"{len(got)} replies within 10 s",
                hint="every worker answers every job it receives, on the job's reply subject.")
