@@ -7,11 +7,12 @@ import pytest
 
 import natslab
 from natslab import until_sync
+from natslab.runtime.monitor import NOT_ANSWERING
 
 
 def wait_until(test, timeout=30.0, what="condition"):
     """The course's own wait (natslab.until_sync); a server still restarting answers nothing yet."""
-    until_sync(test, what, timeout=timeout, every=0.1, retry=(OSError, ValueError))
+    until_sync(test, what, timeout=timeout, every=0.1, retry=NOT_ANSWERING)
 
 
 def test_cluster_routes_meta_leader_and_failover(backend):

@@ -1,10 +1,14 @@
 """Read a server's monitoring endpoints (``/varz``, ``/jsz``, ...) as plain dicts."""
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
+
+# what a server that is starting, stopping or frozen may answer instead of JSON: "not yet"
+NOT_ANSWERING = (OSError, ValueError, http.client.HTTPException)
 
 
 def fetch(monitor_url: str, endpoint: str, timeout: float = 5.0, **params) -> dict:

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from . import confgen, ports as portlib, session
 from ..errors import NatslabError, PortInUse, ServerStartError
-from .monitor import fetch
+from .monitor import NOT_ANSWERING, fetch
 from .waiting import until_sync
 
 _CONFIG_ERROR = re.compile(r"(nats-server: .*|.*\[(FTL|ERR)\].*)")
@@ -169,7 +169,7 @@ class Server:
                 self._explain_exit()
             try:
                 reply = fetch(self.monitor_url, "healthz", timeout=2)
-            except (OSError, ValueError) as exc:  # not listening yet, or half a reply
+            except NOT_ANSWERING as exc:  # not listening yet, or half a reply
                 last[0] = str(exc) or type(exc).__name__
                 return False
             last[0] = reply.get("error") or str(reply)

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from . import session
 from ..errors import ServerStartError
+from .monitor import NOT_ANSWERING
 from .server import Server
 from .waiting import until_sync
 
@@ -25,7 +26,7 @@ def _start_all(servers: list[Server], timeout: float) -> None:
 
 def _wait_for(what: str, test, servers: list[Server], timeout: float) -> None:
     """Wait until ``test()`` holds; a server still starting (no answer, half a reply) means "not yet"."""
-    if until_sync(test, what, timeout=timeout, every=0.02, retry=(OSError, ValueError), error=False):
+    if until_sync(test, what, timeout=timeout, every=0.02, retry=NOT_ANSWERING, error=False):
         return
     raise ServerStartError(
         f"The topology did not form: {what} after {timeout:.0f} s.",
