@@ -14,15 +14,6 @@ from ...runtime.waiting import until
 from . import client, learner_client, of_type, scratch_server, subs_of, text_result, token
 
 
-def connection_record(srv, cid: int) -> dict | None:
-    """The server's /connz entry for connection ``cid``, open or closed (None if it has none)."""
-    for state in ("open", "closed"):
-        found = srv.monitor("connz", state=state, cid=cid).get("connections") or []
-        if found:
-            return found[0]
-    return None
-
-
 MARKER = "_CHECK.marker"
 
 
