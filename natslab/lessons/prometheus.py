@@ -370,8 +370,7 @@ class Prometheus:
         self.id, self.kind, self.backend, self.servers = uuid.uuid4().hex[:8], "prometheus", "none", []
         self.dir = session.root() / f"prometheus-{self.id}"
         self.dir.mkdir()
-        with session._lock:  # the session's registry of groups: stop_all() closes what is in it
-            session._groups[self.id] = self
+        session.register(self)  # stop_all() and the end of the process close it, like servers
         self.targets, self.rules = list(targets), list(rules or [])
         self.port = portlib.reserve(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -453,8 +452,7 @@ class Prometheus:
         guard.forget("pid", self.proc.pid)
         portlib.release([self.port])
         shutil.rmtree(self.dir, ignore_errors=True)
-        with session._lock:
-            session._groups.pop(self.id, None)
+        session.unregister(self)
 
     def __enter__(self):
         return self
