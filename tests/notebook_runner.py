@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ class FirstError:
 
 def run(nb: dict, cwd: Path, timeout: int = 120, env: dict | None = None) -> FirstError | None:
     """Run ``nb`` top to bottom; None when every cell succeeds, else the first error."""
-    node = nbformat.from_dict(copy.deepcopy(nb))
+    node = nbformat.reads(json.dumps(nb), as_version=4)  # joins sources stored as lists of lines
     client = NotebookClient(node, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd)}})
     old = dict(os.environ)

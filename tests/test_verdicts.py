@@ -68,10 +68,17 @@ def _arity(ex_id: str) -> int:
                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
+# Where a stub is the exercise's answer (1.9 asks for exactly a drain), it must pass instead.
+CORRECT_BY_DESIGN = {("1.9", "drains")}
+
+
 @pytest.mark.parametrize("stub", sorted(STUBS))
 @pytest.mark.parametrize("ex_id", EXERCISES)
 def test_every_behaviour_ends_in_a_verdict(ex_id, stub):
     answer = [STUBS[stub]] * _arity(ex_id)
+    if (ex_id, stub) in CORRECT_BY_DESIGN:
+        assert asyncio.run(natslab.check(ex_id, *answer)).passed
+        return
     with pytest.raises(natslab.ExerciseFailed) as failed:
         asyncio.run(natslab.check(ex_id, *answer))
     assert str(failed.value).startswith(f"✗ Exercise {ex_id} ")

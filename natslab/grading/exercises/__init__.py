@@ -10,6 +10,7 @@ Shared tools for checkers live here, one name each, so every checker is written 
 - ``token``: a random name part, so no two checks (or learners) share subjects.
 - ``text_result`` / ``of_type``: insist on what the exercise says the function returns.
 - ``interest``: wait until the server routes a subject to a subscriber.
+- ``everything_from``: wait until everything a learner's connection published has arrived.
 """
 from __future__ import annotations
 
@@ -120,3 +121,34 @@ async def interest(srv, subject: str, *, at_least: int = 1, timeout: float = 5.0
     count = await until(lambda: matching() >= at_least and matching(), f"interest in {subject!r}",
                         timeout=timeout, error=False)
     return count or matching()
+
+
+MARKER = "_CHECK.marker"
+
+
+async def everything_from(srv, nc, chk, cid: int, timeout: float = 5.0) -> None:
+    """Return once the server has routed everything ``nc`` published so far, and ``chk`` has it.
+
+    No flush of the learner's connection (nats-py 2.16 may send its PING ahead of the buffer):
+    on an open connection a marker published on it travels behind everything before it, so when
+    ``chk`` receives the marker the rest has arrived; a closed connection wrote its buffer before
+    closing, and the server lists it as closed once it has read it all.  ``cid`` is the
+    connection's id, taken before the learner's code ran (nats-py forgets it on close).
+    """
+    if not nc.is_closed and not nc.is_draining:
+        subject = f"{MARKER}.{token(12)}"
+        marker = await chk.subscribe(subject)
+        await chk.flush()
+        try:
+            await nc.publish(subject, b"")
+            await marker.next_msg(timeout=timeout)
+            return
+        except Exception:  # closed meanwhile, or not connected: the closed path below
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await marker.unsubscribe()
+    await until(lambda: nc.is_closed, "the connection to finish closing", timeout=timeout, error=False)
+    await until(lambda: srv.monitor("connz", state="closed", cid=cid).get("connections"),
+                "the server to list the connection as closed", timeout=timeout, error=False)
+    await chk.flush()

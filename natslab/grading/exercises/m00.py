@@ -11,38 +11,7 @@ import contextlib
 from ..checks import Mismatch, call_learner, exercise, expect
 from ...runtime.server import Server
 from ...runtime.waiting import until
-from . import client, learner_client, of_type, scratch_server, subs_of, text_result, token
-
-
-MARKER = "_CHECK.marker"
-
-
-async def everything_from(srv, nc, chk, cid: int, timeout: float = 5.0) -> None:
-    """Return once the server has routed everything ``nc`` published so far, and ``chk`` has it.
-
-    No flush of the learner's connection (nats-py 2.16 may send its PING ahead of the buffer):
-    on an open connection a marker published on it travels behind everything before it, so when
-    ``chk`` receives the marker the rest has arrived; a closed connection wrote its buffer before
-    closing, and the server lists it as closed once it has read it all.  ``cid`` is the
-    connection's id, taken before the learner's code ran (nats-py forgets it on close).
-    """
-    if not nc.is_closed and not nc.is_draining:
-        subject = f"{MARKER}.{token(12)}"
-        marker = await chk.subscribe(subject)
-        await chk.flush()
-        try:
-            await nc.publish(subject, b"")
-            await marker.next_msg(timeout=timeout)
-            return
-        except Exception:  # closed meanwhile, or not connected: the closed path below
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                await marker.unsubscribe()
-    await until(lambda: nc.is_closed, "the connection to finish closing", timeout=timeout, error=False)
-    await until(lambda: srv.monitor("connz", state="closed", cid=cid).get("connections"),
-                "the server to list the connection as closed", timeout=timeout, error=False)
-    await chk.flush()
+from . import MARKER, client, everything_from, learner_client, of_type, scratch_server, subs_of, text_result, token
 
 
 # ------------------------------------------------------------------------------ 0.1

@@ -21,8 +21,7 @@ import nats.errors
 
 from ..checks import Mismatch, call_learner, exercise, expect
 from ...runtime.waiting import until
-from . import client, interest, learner_client, of_type, scratch_server, text_result, token
-from .m00 import MARKER, everything_from
+from . import MARKER, client, everything_from, interest, learner_client, of_type, scratch_server, text_result, token
 
 CLOSED_HINT = ("close or drain only connections you open yourself; the connection you are handed "
                "belongs to the caller, who still uses it.")
