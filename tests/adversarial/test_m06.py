@@ -302,6 +302,14 @@ def test_6_4_wrong_subscription_left_open():
     fails("6.4", _gather(unsubscribe=False), says=("subscription open", "unsubscribe"))
 
 
+def test_6_4_wrong_closes_the_connection():
+    async def server_stats(nc):
+        out = await _gather()(nc)
+        await nc.drain()
+        return out
+    fails("6.4", server_stats, says="closed or drained the connection")
+
+
 def test_6_4_wrong_waits_for_exactly_three():
     async def server_stats(nc):
         inbox = nc.new_inbox()

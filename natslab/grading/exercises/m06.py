@@ -304,6 +304,10 @@ async def statsz_all(server_stats):
                 before = {s.name: s.monitor("varz")["connections"] for s in alive}
                 got = await call_learner(server_stats, learner, what=f"server_stats(nc) with {stage}", timeout=15)
                 after = {s.name: s.monitor("varz")["connections"] for s in alive}
+                expect(learner.is_connected, "server_stats closed or drained the connection it was handed.",
+                       expected="nc still open afterwards", seen="closed" if learner.is_closed else "not connected",
+                       hint="the connection belongs to the caller (a fleet tool polls through it again and "
+                            "again): unsubscribe what you subscribed, but leave nc open.")
                 of_type(got, dict, "server_stats", "a dict {server name: connections}")
                 unknown = [k for k in got if k not in before]
                 expect(not unknown, "server_stats returned keys that are not server names.",
