@@ -202,7 +202,7 @@ def test_stalled_subscriber_is_cut_off_as_a_slow_consumer(backend):
 def test_m06_exercises_are_registered_with_three_hint_levels():
     from natslab.grading import checks
 
-    for ex in ("6.1", "6.2", "6.3", "6.4", "6.5"):
+    for ex in ("6.1", "6.2", "6.3", "6.4", "6.5", "6.6"):
         assert len(checks.lookup(ex).hints) >= 3
 
 

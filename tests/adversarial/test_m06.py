@@ -1,4 +1,4 @@
-"""Module 06 monitoring exercises (6.1-6.5), answered as learners would: correct answers written
+"""Module 06 monitoring exercises (6.1-6.6), answered as learners would: correct answers written
 differently from the solutions must pass, plausible wrong ones must fail with a verdict naming the
 mistake.  Answers read the servers with plain urllib and nats-py as often as with natslab.monitor.
 """
@@ -355,3 +355,74 @@ def test_6_5_wrong_not_promql():
 
 def test_6_5_wrong_bytes():
     fails("6.5", lambda: b"increase(gnatsd_varz_slow_consumers[5m]) > 0", says="bytes")
+
+
+# ------------------------------------------------------------------------------------- 6.6
+def _trace(only=True, first_only=False, count=lambda ev: ev["type"] == "eg" and ev.get("kind") == 0):
+    async def subscribers_per_server(nc, subject):
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        headers = {"Nats-Trace-Dest": inbox}
+        if only:
+            headers["Nats-Trace-Only"] = "true"
+        await nc.publish(subject, b"", headers=headers)
+        out = {}
+        while True:
+            try:
+                e = json.loads((await sub.next_msg(timeout=1)).data)
+            except nats.errors.TimeoutError:
+                break
+            out[e["server"]["name"]] = sum(1 for ev in e["events"] if count(ev))
+            if first_only:
+                break
+        await sub.unsubscribe()
+        return out
+    return subscribers_per_server
+
+
+def test_6_6_correct_callback_and_event_gap():
+    async def subscribers_per_server(nc, subject):
+        events, arrived = [], asyncio.Event()
+
+        async def on(msg):
+            events.append(json.loads(msg.data))
+            arrived.set()
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on)
+        await nc.publish(subject, b"who gets this?", headers={"Nats-Trace-Dest": inbox, "Nats-Trace-Only": "true"})
+        while True:
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), 0.8)
+            except asyncio.TimeoutError:
+                break
+        await sub.unsubscribe()
+        counts = {}
+        for e in events:
+            clients = [ev for ev in e["events"] if ev["type"] == "eg" and ev["kind"] == 0]
+            counts[e["server"]["name"]] = counts.get(e["server"]["name"], 0) + len(clients)
+        return counts
+    passes("6.6", subscribers_per_server)
+
+
+def test_6_6_correct_plain_loop_counting_sub_field():
+    passes("6.6", _trace(count=lambda ev: ev["type"] == "eg" and "sub" in ev))
+
+
+def test_6_6_wrong_delivers_the_message():
+    fails("6.6", _trace(only=False), says=("was delivered", "Nats-Trace-Only"))
+
+
+def test_6_6_wrong_first_event_only():
+    fails("6.6", _trace(first_only=True), says=("of the 3 servers", "keep reading"))
+
+
+def test_6_6_wrong_counts_route_egress():
+    fails("6.6", _trace(count=lambda ev: ev["type"] == "eg"), says=("routes", "kind 0"))
+
+
+def test_6_6_wrong_request_reply():
+    async def subscribers_per_server(nc, subject):
+        msg = await nc.request(subject, b"", headers={"Nats-Trace-Only": "true"}, timeout=2)
+        return {"?": len(msg.data)}
+    fails("6.6", subscribers_per_server, says="raised")

@@ -1,6 +1,6 @@
-"""Module 06 (monitoring), exercises 6.1-6.5: each checker builds the situation on real servers
+"""Module 06 (monitoring), exercises 6.1-6.6: each checker builds the situation on real servers
 (a slow consumer among healthy ones, lagging consumers in two accounts, a cluster it breaks, a
-cluster with a system account, counter series with a restart) and compares the learner's answer
+cluster with a system account, counter series with a restart, subscribers to trace) and compares the learner's answer
 with what the servers themselves report.  Exercises 6.7-6.9 (performance) live in m06_perf."""
 from __future__ import annotations
 
@@ -410,6 +410,84 @@ async def alert_rule(slow_consumer_alert):
                        hint=hint)
     return (f"evaluated with {engine} at 12, 16 and 25 min over three servers' counters (an old incident, "
             f"a new one, a restart): the rule fired only for n2 at 16 min.")
+
+
+
+
+# ------------------------------------------------------------------------------------- 6.6
+@exercise("6.6", "trace a message without delivering it",
+          hints=("a message published with the header Nats-Trace-Dest makes every server on its path report "
+                 "trace events to that subject; Nats-Trace-Only: true stops it being delivered (lesson 06.5).",
+                 "subscribe to an inbox, publish with headers={\"Nats-Trace-Dest\": inbox, \"Nats-Trace-Only\": "
+                 "\"true\"}, gather events with next_msg(timeout=...) until none comes, and count the events of "
+                 "type \"eg\" whose kind is 0 (a client) per event[\"server\"][\"name\"].",
+                 "counts[e[\"server\"][\"name\"]] = sum(1 for ev in e[\"events\"] if ev[\"type\"] == \"eg\" and "
+                 "ev.get(\"kind\") == 0)"))
+async def trace_message(subscribers_per_server):
+    tag = token(4)
+    subject = f"orders{tag}.new"
+    topo = await asyncio.to_thread(cluster, 3, name=f"t{token(3)}", jetstream=False)
+    try:
+        servers = topo.servers
+        plan = dict(zip((s.name for s in servers), random.sample([1, 2, 3], 3)))
+        delivered: list[str] = []
+        receivers = []
+        async with contextlib.AsyncExitStack() as stack:
+            for srv in servers:
+                for i in range(plan[srv.name]):
+                    nc = await stack.enter_async_context(client(srv, name=f"{srv.name}-sub{i}"))
+                    receivers.append(nc)
+
+                    async def got(msg, where=srv.name):
+                        delivered.append(where)
+                    await nc.subscribe(subject, cb=got)
+                # a subscriber on another subject of the same server: not on the message's path
+                other = await stack.enter_async_context(client(srv, name=f"{srv.name}-other"))
+                await other.subscribe(f"orders{tag}.cancelled", cb=_ignore)
+            # interest travels once per server over the routes: wait until each server knows both peers'
+            await _wait(lambda: all(_route_subs(s, subject) >= len(servers) - 1 for s in servers),
+                        "every server knowing the other servers' subscribers", timeout=20)
+            learner = await stack.enter_async_context(learner_client(servers[0]))
+            got = await call_learner(subscribers_per_server, learner, subject,
+                                     what=f"subscribers_per_server(nc, {subject!r})", timeout=15)
+            # a round trip to each subscriber: anything its server delivered before its trace event is in
+            await asyncio.gather(*(nc.flush(timeout=5) for nc in receivers))
+            expect(not delivered, "the traced message was delivered to the subscribers.",
+                   expected="no delivery (a trace-only probe)", seen=f"{len(delivered)} deliveries",
+                   hint="add the header Nats-Trace-Only: \"true\": the servers then trace the message without "
+                        "delivering it, which is what makes tracing safe in production.")
+            of_type(got, dict, "subscribers_per_server", "a dict {server name: subscribers}")
+            got = {k: v for k, v in got.items() if v}
+            if got and len(got) < len(plan) and set(got) <= set(plan):
+                raise Mismatch(f"only {sorted(got)} of the 3 servers on the path were counted.",
+                               expected=plan, seen=got,
+                               hint="every server on the path sends its own event: keep reading the trace "
+                                    "subject until nothing comes for a moment, not just the first event.")
+            for name, want in plan.items():
+                have = got.get(name)
+                if have != want:
+                    routes = len(servers) - 1 if name == servers[0].name else 0
+                    hint = ("that count includes the copies sent over routes to the other servers: count only "
+                            "egress events of kind 0 (a client)." if have == want + routes and routes else
+                            "count the \"eg\" events of kind 0 in each server's trace event.")
+                    raise Mismatch(f"the count for {name} is not the number of its subscribers on {subject}.",
+                                   expected=plan, seen=got, hint=hint)
+            return (f"a trace-only probe from {servers[0].name} found {plan} subscribers per server, as the "
+                    f"checker placed them, and delivered nothing.")
+    finally:
+        await asyncio.to_thread(topo.close)
+
+
+async def _ignore(msg) -> None:
+    pass
+
+
+def _route_subs(srv, subject: str) -> int:
+    """How many remote subscriptions to ``subject`` ``srv`` knows of, through its routes (/routez)."""
+    count = 0
+    for route in srv.monitor("routez", subs=True).get("routes") or []:
+        count += sum(1 for s in route.get("subscriptions_list") or [] if s == subject)
+    return count
 
 
 if importlib.util.find_spec(f"{__package__}.m06_perf") is not None:  # exercises 6.7-6.9, another file
