@@ -257,3 +257,11 @@ def test_6_9_wrong_no_file_limit():
         return {"accounts": {"APP": {"jetstream": {"max_mem": max_mem, "max_streams": max_streams},
                                      "users": [{"user": "app", "password": "app-secret"}]}}}
     fails("6.9", tenant_limits, says=("file storage", "max_file"))
+
+
+def test_6_9_wrong_file_limit_in_kilobytes():
+    def tenant_limits(max_mem, max_file, max_streams):
+        return {"accounts": {"APP": {"jetstream": {"max_mem": max_mem, "max_file": max_file // 1024,
+                                                   "max_streams": max_streams},
+                                     "users": [{"user": "app", "password": "app-secret"}]}}}
+    fails("6.9", tenant_limits, says=("could not reserve", "bytes"))

@@ -368,7 +368,16 @@ async def _probe_limits(srv, max_mem: int, max_file: int, max_streams: int) -> s
                hint="the stream count is an account limit (max_streams in the account's jetstream block).")
         refusals.append(f"stream {max_streams + 1}: {extra[1]}")
         await js.delete_stream(f"S{max_streams - 1}_{tag}")
-        # file storage: a stream reserving more than max_file is refused
+        # file storage: a stream reserving half of max_file is allowed, one reserving more than max_file is not
+        try:
+            await js.add_stream(name=f"H_{tag}", subjects=[f"h.{tag}"], storage="file", max_bytes=max_file // 2)
+            await js.delete_stream(f"H_{tag}")
+        except APIError as exc:
+            raise Mismatch(f"the account could not reserve {max_file // 2} bytes of file storage; its limit "
+                           f"should be {max_file}.", expected=f"file streams up to {max_file} bytes allowed",
+                           seen=f"refused: {_api_error(exc)[1]}",
+                           hint="sizes in the config are bytes: pass max_file unchanged as the account's "
+                                "file limit.") from None
         try:
             await js.add_stream(name=f"F_{tag}", subjects=[f"f.{tag}"], storage="file", max_bytes=2 * max_file)
             refused = None
