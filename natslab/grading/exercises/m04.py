@@ -600,12 +600,14 @@ async def request_through_leaf(leaf_config, ask_via_leaf):
 class _OutageWatch:
     """Poll every server from a thread; note when two were out of service at the same time.
 
-    A server's outage starts when it stops answering (or its /varz start time shows it was
+    A server's outage starts when it stops answering (three polls in a row) (or its /varz start time shows it was
     restarted between two polls) and ends the first time its /healthz says ok again, that is once
     it has rejoined and caught up.  Servers in an outage are asked for their health on every
     round (every few milliseconds), so the moment a restarted server is healthy is not missed;
     another server's passing health wobble (a leader change) never opens an outage by itself.
     """
+
+    MISSES = 3  # unanswered polls in a row that make a server "out"
 
     def __init__(self, servers, every: float = 0.01):
         self.servers, self.every = servers, every
@@ -614,6 +616,8 @@ class _OutageWatch:
         self.outages: dict[str, int] = {s.name: 0 for s in servers}
         self.overlaps: list[tuple[float, list[str]]] = []
         self._start: dict[str, str] = {}
+        self._misses: dict[str, int] = {}
+        self._missed: dict[str, float] = {}  # server -> when its current run of unanswered polls began
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -628,17 +632,28 @@ class _OutageWatch:
             started = fetch(s.monitor_url, "varz", timeout=1)["start"]
         except Exception:
             started = None
-        restarted = started is None or self._start.get(s.name) not in (None, started)
+        # one unanswered poll is not an outage (a loaded machine, a slow Docker port): a server is out
+        # when it missed MISSES polls in a row (its outage dated from the first), or restarted between two
+        if started is None:
+            self._missed.setdefault(s.name, now)
+            self._misses[s.name] = self._misses.get(s.name, 0) + 1
+        else:
+            self._misses[s.name] = 0
+        down_since = self._missed.get(s.name, now)
+        if started is not None:
+            self._missed.pop(s.name, None)
+        restarted = (self._misses.get(s.name, 0) >= self.MISSES
+                     or (started is not None and self._start.get(s.name) not in (None, started)))
         if started is not None:
             self._start[s.name] = started
         if restarted and s.name not in self.open:
-            self.open[s.name] = now
+            self.open[s.name] = down_since
             self.outages[s.name] += 1
             # before calling it an overlap, give the others' outages a last chance to close
             for other in self.servers:
                 if other.name in self.open and other is not s and self._healthy(other):
                     del self.open[other.name]
-        elif not restarted and s.name in self.open and self._healthy(s):
+        elif started is not None and not restarted and s.name in self.open and self._healthy(s):
             del self.open[s.name]
 
     def _run(self) -> None:
