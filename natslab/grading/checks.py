@@ -228,11 +228,16 @@ async def call_learner(fn: Callable, *args, timeout: float = 20.0, what: str = "
 
 
 async def _cancel(task: asyncio.Future, grace: float = 5.0) -> None:
-    task.cancel()
-    try:
-        await asyncio.wait({task}, timeout=grace)
-    except asyncio.CancelledError:
-        pass
+    """Cancel the learner's task and wait for its clean-up; cancel again if a cancellation was lost
+    (nats-py can swallow one that arrives while a flush completes)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        try:
+            await asyncio.wait({task}, timeout=min(0.5, max(0.0, deadline - loop.time())))
+        except asyncio.CancelledError:
+            pass
 
 
 # ------------------------------------------------------------------------------ verdicts
