@@ -83,6 +83,10 @@ def test_fleet_polls_every_server_and_exports_the_leaders_figures(backend):
         try:
             js = app.jetstream(timeout=15)
             await js.add_stream(name="F", subjects=["f.>"], num_replicas=3)
+
+            async def has_leader():
+                return (await js.stream_info("F")).cluster.leader
+            await natslab.until(has_leader, "the stream's leader elected", timeout=30, retry=(Exception,))
             for i in range(7):
                 await js.publish("f.x", b"%d" % i)
             await js.pull_subscribe("f.>", durable="reader", stream="F")
