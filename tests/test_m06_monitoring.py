@@ -224,3 +224,14 @@ def test_ping_gathers_until_quiet():
         finally:
             srv.group.close()
     asyncio.run(go())
+
+
+def test_alert_rule_check_works_without_promtool(monkeypatch):
+    """Exercise 6.5 where Prometheus is not installed: natslab's evaluator gives the same verdicts."""
+    monkeypatch.setattr(prometheus, "binary", lambda name="prometheus": None)
+    verdict = asyncio.run(natslab.check("6.5", lambda: "increase(gnatsd_varz_slow_consumers[5m]) > 0"))
+    assert verdict.passed and "natslab's evaluator" in verdict.text()
+    for wrong, says in (("gnatsd_varz_slow_consumers > 0", "n1"), ("delta(gnatsd_varz_slow_consumers[5m]) != 0", "n3"),
+                        ("histogram_quantile(0.9, gnatsd_varz_slow_consumers)", "install Prometheus")):
+        with pytest.raises(natslab.ExerciseFailed, match=says):
+            asyncio.run(natslab.check("6.5", lambda: wrong))
