@@ -30,14 +30,44 @@ from . import client, learner_client, of_type, scratch_server, text_result, toke
 LAME_DUCK = {"lame_duck_duration": "30s", "lame_duck_grace_period": "1s"}
 
 
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return bool(task is not None and getattr(task, "cancelling", lambda: 0)())
+
+
+@contextlib.asynccontextmanager
+async def _guarded(connection):
+    """A shared client context whose closing may not replace the check's verdict.
+
+    nats-py can raise ``CancelledError`` while closing a connection whose server the check (or
+    the learner) killed; unless this task really is being cancelled, that is noise, not a result.
+    """
+    nc = await connection.__aenter__()
+    try:
+        yield nc
+    except BaseException as exc:
+        try:
+            await connection.__aexit__(type(exc), exc, exc.__traceback__)
+        except asyncio.CancelledError:
+            if _cancelling():
+                raise
+        raise
+    else:
+        try:
+            await connection.__aexit__(None, None, None)
+        except asyncio.CancelledError:
+            if _cancelling():
+                raise
+
+
 def _client(topology):
     """A checker's client that rides out the faults the checker injects (fast, endless reconnects)."""
-    return client(topology, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
+    return _guarded(client(topology, reconnect_time_wait=0.1, max_reconnect_attempts=-1))
 
 
 def _learner_js_client(srv):
     """A plain nats.connect connection for learner code that, like the checker's, rides out faults."""
-    return learner_client(srv, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
+    return _guarded(learner_client(srv, reconnect_time_wait=0.1, max_reconnect_attempts=-1))
 
 
 async def _add_stream(js, config: StreamConfig):
