@@ -19,7 +19,7 @@ from nats.js.api import StreamConfig
 
 from ...errors import NatslabError
 from ...lessons import failover, topoview
-from ...runtime import backends, session
+from ...runtime import session
 from ...runtime.monitor import fetch
 from ...runtime.server import Server
 from ...runtime.topology import cluster as start_cluster, supercluster as start_supercluster
@@ -110,14 +110,7 @@ async def _cleans_up_after_learner():
 
 def _group(kind: str, like=None):
     """A new server group (on the backend of ``like``, a server, when given) that the checker closes."""
-    if hasattr(session, "ServerGroup"):
-        return session.ServerGroup(kind, backend=like.backend if like is not None else None)
-    return session.Group(like.group.backend if like is not None else backends.get(), kind=kind)
-
-
-def _runner(srv):
-    """What starts ``srv``'s processes or containers (its backend object)."""
-    return getattr(srv, "runner", None) or srv.group.backend
+    return session.ServerGroup(kind, backend=like.backend if like is not None else None)
 
 
 def _raised(m: Mismatch) -> str:
@@ -188,7 +181,7 @@ async def cluster_from_configs(node_config):
     group = _group("cluster")
     try:
         servers = [Server(group, f"{name}-n{i}", jetstream=False, roles=("cluster",)) for i in (1, 2, 3)]
-        b = _runner(servers[0])
+        b = servers[0].runner
         nodes = []
         for s in servers:
             s.networks = [group]
@@ -551,7 +544,7 @@ async def request_through_leaf(leaf_config, ask_via_leaf):
     subject, answer = f"svc.{token()}", f"answer-{token(8)}"
     received: list = []
     async with scratch_server(jetstream=False, leafnodes=True) as hub:
-        b = _runner(hub)
+        b = hub.runner
         hub_leaf_url = f"nats-leaf://{b.peer_host(hub)}:{hub.ports['leafnode']}"
         conf = await call_learner(leaf_config, hub_leaf_url, what=f"leaf_config({hub_leaf_url!r})")
         of_type(conf, (dict, str), "leaf_config", "the leaf's settings: a dict, or config text")
