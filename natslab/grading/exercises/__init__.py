@@ -127,7 +127,9 @@ async def interest(srv, subject: str, *, at_least: int = 1, timeout: float = 5.0
     """Wait until the server would route ``subject`` to ``at_least`` subscriptions; how many it would.
 
     The server's own answer (``/subsz?test=``), not a flush on someone else's connection: it holds
-    whatever client library, and whatever flush ordering, the subscriber used.
+    whatever client library, and whatever flush ordering, the subscriber used.  It counts the
+    subscriptions of this server's own clients: on a leaf node, interest learned from the hub is not
+    counted (read the leaf's ``/leafz`` for that).
     """
     def matching() -> int:
         found = srv.monitor("subsz", subs=1, test=subject, limit=1024)
