@@ -89,14 +89,6 @@ def check(text: str, *, pattern: bool = False) -> SubjectCheck:
     return res
 
 
-def is_valid_subject(text: str) -> bool:
-    return check(text).ok
-
-
-def is_valid_pattern(text: str) -> bool:
-    return check(text, pattern=True).ok
-
-
 @dataclass
 class Match:
     """Whether ``pattern`` matches ``subject``, with one line per token explaining why."""
