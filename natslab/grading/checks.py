@@ -315,15 +315,22 @@ def _checker_broke(exc: BaseException) -> Mismatch:
 async def check(id: str, *learner_objects: Any) -> Verdict:
     """Check exercise ``id`` against real servers; returns a Verdict or raises ExerciseFailed."""
     ex = lookup(id)
+    task = asyncio.ensure_future(ex.checker(*learner_objects))
     try:
-        detail = await asyncio.wait_for(ex.checker(*learner_objects), CHECK_LIMIT)
+        done, _ = await asyncio.wait({task}, timeout=CHECK_LIMIT)
+    except asyncio.CancelledError:  # the learner interrupted the cell: stop the checker and its servers
+        await _cancel(task)
+        raise
+    try:
+        if not done:
+            await _cancel(task)
+            raise Mismatch(f"the check did not finish within {CHECK_LIMIT:.0f} s.", expected="a verdict",
+                           seen="still running", hint="your code kept something waiting; run the check again, "
+                                                      "and look for an await that never completes.")
+        detail = task.result()
     except Mismatch as m:
         mismatch = m
-    except asyncio.TimeoutError:
-        mismatch = Mismatch(f"the check did not finish within {CHECK_LIMIT:.0f} s.", expected="a verdict",
-                            seen="still running", hint="your code kept something waiting; run the check again, "
-                                                       "and look for an await that never completes.")
-    except Exception as exc:  # anything else is still a verdict, never a traceback
+    except Exception as exc:  # anything else is still a verdict, never a traceback (a WaitTimeout too)
         mismatch = _checker_broke(exc)
     else:
         verdict = Verdict(ex, True, detail if isinstance(detail, str) else "")

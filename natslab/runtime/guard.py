@@ -49,19 +49,25 @@ def forget(kind: str, value) -> None:
 
 
 # ---------------------------------------------------------------- the guard process itself
-def _is_nats_server(pid: int) -> bool:
+def _cmdline(pid: int) -> bytes | None:
+    """The process's command line, None when it is gone (b"" where there is no /proc: macOS)."""
+    if not os.path.isdir("/proc"):
+        return b""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"nats-server" in f.read()
+            return f.read()
     except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (macOS): trust the recorded pid
-        return True
+        return None
+    except OSError:
+        return b""
 
 
-def _clean(items: dict[str, set[str]]) -> None:
+def _clean(items: dict[str, set[str]], started: dict[str, bytes | None]) -> None:
     for pid in items.get("pid", ()):
-        if _is_nats_server(int(pid)) or not os.path.exists("/proc"):
+        # Kill only the process we were told about: same pid and the same command line as when
+        # it was registered (a pid reused by another program since is left alone).
+        now = _cmdline(int(pid))
+        if now is not None and now == started.get(pid, now):
             try:
                 os.kill(int(pid), signal.SIGKILL)
             except OSError:
@@ -91,6 +97,7 @@ def _clean(items: dict[str, set[str]]) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the parent's business
     items: dict[str, set[str]] = {}
+    started: dict[str, bytes | None] = {}  # pid -> its command line when registered
     for raw in sys.stdin.buffer:
         line = raw.decode(errors="replace").strip()
         if len(line) < 3 or " " not in line:
@@ -100,9 +107,11 @@ def main() -> None:
         bucket = items.setdefault(kind, set())
         if op == "+":
             bucket.add(value)
+            if kind == "pid" and value.isdigit():
+                started[value] = _cmdline(int(value))
         else:
             bucket.discard(value)
-    _clean(items)
+    _clean(items, started)
 
 
 if __name__ == "__main__":
