@@ -330,8 +330,8 @@ async def check(id: str, *learner_objects: Any) -> Verdict:
         detail = task.result()
     except Mismatch as m:
         mismatch = m
-    except Exception as exc:  # anything else is still a verdict, never a traceback (a WaitTimeout too)
-        mismatch = _checker_broke(exc)
+    except (Exception, asyncio.CancelledError) as exc:  # anything else is still a verdict, never a
+        mismatch = _checker_broke(exc)                 # traceback (a WaitTimeout, a stray cancellation)
     else:
         verdict = Verdict(ex, True, detail if isinstance(detail, str) else "")
         record(ex, passed=True)
