@@ -1,7 +1,10 @@
 """The whole test suite, in phases, with one summary at the end (run by `./course test`).
 
 1. `natslab.labs --check`: labs/ is generated from solutions/ and up to date.
-2. `pytest tests`: unit, failure-handling and lab tests (Docker cases skip, and say so, without an engine).
+2. `pytest tests`: unit, failure-handling, lab, verdict and adversarial checker tests.  Tests that are
+   about a backend name it (Docker cases skip, and say so, without an engine); the rest (checkers and
+   their adversarial answers, whose logic does not depend on where the server runs) use the local
+   backend unless NATSLAB_BACKEND is set, which keeps the phase inside CI's time.
 3. nbval over notebooks/ and solutions/ on the local backend.
 4. the same on the Docker backend (when an engine answers; a loud notice when not).
 """
@@ -74,7 +77,8 @@ def run(argv: list[str], tmp: Path) -> int:
     phases = [
         ("labs up to date", [PY, "-m", "natslab.grading.labs", "--check"], {}, None),
         ("unit, failure and lab tests", [PY, "-m", "pytest", "-p", "no:cacheprovider", "--timeout=900",
-                                         "-rs", *PARALLEL, "tests", *argv], {}, "tests"),
+                                         "-rs", *PARALLEL, "tests", *argv],
+         {"NATSLAB_BACKEND": os.environ.get("NATSLAB_BACKEND", "local")}, "tests"),
         ("notebooks on the local backend", [PY, *NBVAL], {"NATSLAB_BACKEND": "local"}, "nb-local"),
     ]
     if problem is None:
