@@ -11,6 +11,7 @@ Shared tools for checkers live here, one name each, so every checker is written 
 - ``text_result`` / ``of_type``: insist on what the exercise says the function returns.
 - ``interest``: wait until the server routes a subject to a subscriber.
 - ``everything_from``: wait until everything a learner's connection published has arrived.
+- ``published_by``: every message the learner's code published, as the checker saw it.
 """
 from __future__ import annotations
 
@@ -169,3 +170,25 @@ async def everything_from(srv, nc, chk, cid: int, timeout: float = 5.0) -> None:
     await until(lambda: srv.monitor("connz", state="closed", cid=cid).get("connections"),
                 "the server to list the connection as closed", timeout=timeout, error=False)
     await chk.flush()
+
+
+async def published_by(srv, chk, nc, run) -> list:
+    """Every message published while ``await run()`` calls the learner's code, as ``chk`` saw them.
+
+    ``chk`` (the checker's connection) listens on ``>``; everything the learner's connection ``nc``
+    sent is in (``everything_from``), and a message the learner sent on a connection of its own gets
+    a moment to arrive too.  The checker's own markers are left out.
+    """
+    got: list = []
+
+    async def keep(msg):
+        got.append(msg)
+
+    listener = await chk.subscribe(">", cb=keep)
+    await chk.flush()
+    cid = nc.client_id
+    await run()
+    await everything_from(srv, nc, chk, cid)
+    await until(lambda: any(not m.subject.startswith(MARKER) for m in got), "a message", timeout=2, error=False)
+    await listener.unsubscribe()
+    return [m for m in got if not m.subject.startswith(MARKER)]

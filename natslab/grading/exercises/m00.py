@@ -11,7 +11,7 @@ import contextlib
 from ..checks import Mismatch, call_learner, exercise, expect
 from ...runtime.server import Server
 from ...runtime.waiting import until
-from . import MARKER, client, everything_from, learner_client, of_type, scratch_server, subs_of, text_result, token
+from . import client, learner_client, of_type, published_by, scratch_server, subs_of, text_result, token
 
 
 # ------------------------------------------------------------------------------ 0.1
@@ -53,19 +53,7 @@ async def start_server(start_fn):
 ))
 async def publish_first(say_hello):
     async with scratch_server(jetstream=False) as srv, client(srv) as watcher, learner_client(srv) as nc:
-        got: list = []
-
-        async def keep(msg):
-            got.append(msg)
-
-        await watcher.subscribe(">", cb=keep)
-        await watcher.flush()
-        cid = nc.client_id
-        await call_learner(say_hello, nc, what="say_hello(nc)")
-        await everything_from(srv, nc, watcher, cid)
-        # a learner may publish on a connection of its own: give that one a moment to arrive too
-        await until(lambda: any(not m.subject.startswith(MARKER) for m in got), "a message", timeout=2, error=False)
-        got = [m for m in got if not m.subject.startswith(MARKER)]
+        got = await published_by(srv, watcher, nc, lambda: call_learner(say_hello, nc, what="say_hello(nc)"))
         expect(got, "no message reached the server.", expected="one message on greetings.world",
                seen="nothing (a subscriber on '>' received nothing from your connection)",
                hint="a publish is a call on the connection you are given; was it awaited?")

@@ -21,7 +21,7 @@ import nats.errors
 
 from ..checks import Mismatch, call_learner, exercise, expect
 from ...runtime.waiting import until
-from . import MARKER, client, everything_from, interest, learner_client, of_type, scratch_server, text_result, token
+from . import client, everything_from, interest, learner_client, of_type, published_by, scratch_server, text_result, token
 
 CLOSED_HINT = ("close or drain only connections you open yourself; the connection you are handed "
                "belongs to the caller, who still uses it.")
@@ -384,20 +384,9 @@ async def headers_and_json(publish_order):
     trace_id = uuid.uuid4().hex
     items = [{"sku": f"sku-{token(4)}", "qty": random.randint(1, 9)} for _ in range(random.randint(1, 3))]
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, learner_client(srv) as nc:
-        got: list = []
-
-        async def keep(msg):
-            got.append(msg)
-
-        await chk.subscribe(">", cb=keep)
-        await chk.flush()
-        cid = nc.client_id
-        await call_learner(publish_order, nc, subject, order_id, items, trace_id,
-                           what="publish_order(nc, subject, order_id, items, trace_id)")
-        await everything_from(srv, nc, chk, cid)
-        # a learner may publish on a connection of its own: give that one a moment to arrive too
-        await until(lambda: any(not m.subject.startswith(MARKER) for m in got), "a message", timeout=2, error=False)
-        got = [m for m in got if not m.subject.startswith(MARKER)]
+        got = await published_by(srv, chk, nc, lambda: call_learner(
+            publish_order, nc, subject, order_id, items, trace_id,
+            what="publish_order(nc, subject, order_id, items, trace_id)"))
         expect(got, "no message arrived.", expected=f"one message on {subject!r}", seen="nothing",
                hint="the publish must be awaited, on the connection you are given.")
         on_subject = [m for m in got if m.subject == subject]
