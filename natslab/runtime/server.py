@@ -131,7 +131,9 @@ class Server:
         return text
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def _launch(self) -> None:
+    def launch(self) -> None:
+        """Start the process or container and return at once (a topology launches every server,
+        then waits for them together; ``start`` waits for this one)."""
         if self.closed:
             raise NatslabError(f"Server {self.name} was closed.", "start a new one with natslab.server().")
         self.config_path.write_text(self.render_config())
@@ -145,7 +147,7 @@ class Server:
             return self
         for attempt in range(3):
             try:
-                self._launch()
+                self.launch()
                 self.wait_ready(timeout)
                 return self
             except portlib.PortRace:

@@ -20,7 +20,7 @@ from .waiting import until_sync
 def _start_all(servers: list[Server], timeout: float) -> None:
     """Launch every server at once (a clustered JetStream node is healthy only with peers)."""
     with ThreadPoolExecutor(max_workers=min(8, len(servers))) as pool:
-        list(pool.map(lambda s: s._launch(), servers))
+        list(pool.map(lambda s: s.launch(), servers))
         list(pool.map(lambda s: s.wait_ready(timeout), servers))
 
 
