@@ -7,6 +7,7 @@ import socket
 import pytest
 
 import natslab
+from natslab.runtime import session
 from natslab.runtime.monitor import fetch
 
 
@@ -122,3 +123,59 @@ def test_stop_all_removes_every_server(backend):
     b = natslab.server("b", backend=backend, jetstream=False)
     natslab.stop_all()
     assert a.closed and b.closed and not a.running and not b.running
+
+
+def _cell(source: str, namespace: dict) -> None:
+    """Run ``source`` the way a notebook cell runs: top-level code in ``__main__``."""
+    exec(compile(source, "<cell>", "exec"), namespace)
+
+
+def test_rerunning_a_set_up_cell_replaces_the_server(backend, capsys):
+    ns = {"__name__": "__main__", "natslab": natslab, "backend": backend}
+    cell = 'srv = natslab.server("rerun", backend=backend, jetstream=False, port=PORT)'
+    with socket.socket() as probe:  # a fixed client port: the second start needs the first gone
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cell = cell.replace("PORT", repr(port))
+    try:
+        _cell(cell, ns)
+        first = ns["srv"]
+        assert "replaced" not in capsys.readouterr().out
+        _cell(cell, ns)  # the same fixed port: only works because the first server went first
+        second = ns["srv"]
+        out = capsys.readouterr().out
+        assert "natslab: replaced the running server 'rerun'" in out and out.count("\n") == 1
+        assert first.closed and not first.running and second.running
+        assert [g for g in session.groups() if first in g.servers] == []
+        assert _roundtrip(second.url) == b"ping"
+    finally:
+        natslab.stop_all()
+
+
+def test_servers_started_from_code_are_never_replaced(backend, capsys):
+    # checkers start "checker" servers from functions, possibly two checks at once
+    a = natslab.server("checker", backend=backend, jetstream=False)
+    b = natslab.server("checker", backend=backend, jetstream=False)
+    ns = {"__name__": "__main__", "natslab": natslab, "backend": backend}
+    try:
+        assert a.running and b.running
+        _cell('c = natslab.server("checker", backend=backend, jetstream=False)', ns)
+        assert a.running and b.running and ns["c"].running  # the cell's server replaces only its own kind
+        assert "replaced" not in capsys.readouterr().out
+        d = natslab.server("checker", backend=backend, jetstream=False, replace=True)
+        assert ns["c"].closed and a.running and b.running and d.running
+    finally:
+        natslab.stop_all()
+
+
+def test_rerunning_a_cluster_cell_replaces_the_cluster(backend, capsys):
+    ns = {"__name__": "__main__", "natslab": natslab, "backend": backend}
+    cell = 'c = natslab.cluster(2, name="again", jetstream=False, backend=backend)'
+    try:
+        _cell(cell, ns)
+        first = ns["c"]
+        _cell(cell, ns)
+        assert "natslab: replaced the running cluster 'again'" in capsys.readouterr().out
+        assert all(s.closed for s in first) and all(s.running for s in ns["c"])
+    finally:
+        natslab.stop_all()

@@ -315,14 +315,24 @@ def _tail(text: str, n: int) -> str:
 def server(name: str = "nats", *, jetstream: bool | Mapping = True, port: int | None = None,
            monitor_port: int | None = None, config: Mapping[str, Any] | None = None,
            config_text: str = "", leafnodes: bool = False, backend: str | None = None,
-           start: bool = True) -> Server:
+           start: bool = True, replace: bool | None = None) -> Server:
     """Start one nats-server and return it once it is ready.
 
     ``config`` is merged into the generated settings (for example
     ``{"authorization": {"token": "s3cret"}}``) and ``config_text`` is appended verbatim.
     ``leafnodes=True`` opens a port that leaf nodes can join.
+
+    Started from a cell's top level (``replace=None``), it first stops a server started the same
+    way under the same ``name`` (re-running a set-up cell replaces its server instead of piling
+    up a second one) and says so; ``replace=False`` never does, ``replace=True`` always does.
     """
+    if replace is None:
+        replace = session.top_level()
+    if replace:
+        session.replace_named("server", name, "server")
     group = session.ServerGroup("server", backend)
+    if replace:
+        session.mark_named(group, "server", name)
     try:
         srv = Server(group, name, jetstream=jetstream, port=port, monitor_port=monitor_port,
                      extra=config, extra_text=config_text, roles=("leafnode",) if leafnodes else ())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import uuid
@@ -90,6 +91,39 @@ def groups() -> list[ServerGroup]:
     """
     with _lock:
         return list(_groups.values())
+
+
+def top_level(depth: int = 2) -> bool:
+    """Whether the function ``depth`` frames up was called from a notebook cell's (or script's)
+    top level, as in a set-up cell ``srv = natslab.server("welcome")``; not from inside a function
+    (a checker's scratch server, learner code a check runs, a topology starting its own hub)."""
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:
+        return False
+    return frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"
+
+
+def replace_named(kind: str, name: str, what: str) -> bool:
+    """Close what an earlier run of the same cell started under ``kind``/``name`` and say so in
+    one line.  Only groups marked with ``mark_named`` take part, so servers started from code
+    (checkers, topologies) are never replaced."""
+    old = [g for g in groups() if getattr(g, "named", None) == (kind, name)]
+    for g in old:
+        try:
+            (getattr(g, "owner", None) or g).close()
+        except Exception:
+            g.close()
+    if old:
+        print(f"natslab: replaced the running {what} {name!r} (started earlier in this kernel)")
+    return bool(old)
+
+
+def mark_named(group, kind: str, name: str, owner=None) -> None:
+    """Let a later start under the same ``kind``/``name`` replace ``group``; ``owner`` (the
+    topology object) is what gets closed, so it closes everything it started (a leaf's own hub)."""
+    group.named = (kind, name)
+    group.owner = owner
 
 
 def stop_all() -> None:

@@ -157,16 +157,31 @@ def _make_cluster(group, name: str, size: int, jetstream, extra, prefix: str, ro
     return servers
 
 
+def _replacing(replace: bool | None, kind: str, name: str) -> bool:
+    """Replace what a re-run cell started under ``name`` (top-level calls only, unless told)."""
+    if replace is None:
+        replace = session.top_level(3)
+    if replace:
+        session.replace_named(kind, name, {"supercluster": "super-cluster", "leaf": "leaf node"}.get(kind, kind))
+    return replace
+
+
 def cluster(size: int = 3, *, name: str = "c1", jetstream: bool | Mapping = True,
             config: Mapping[str, Any] | None = None, backend: str | None = None,
-            timeout: float = 60.0) -> Cluster:
-    """Start ``size`` servers joined by routes; ready when every route is up (and a meta leader)."""
+            timeout: float = 60.0, replace: bool | None = None) -> Cluster:
+    """Start ``size`` servers joined by routes; ready when every route is up (and a meta leader).
+
+    From a cell's top level it first replaces a cluster started the same way under ``name``
+    (see ``natslab.server``'s ``replace``)."""
     if size < 2:
         raise ValueError("a cluster needs at least 2 servers; use natslab.server() for one")
+    replace = _replacing(replace, "cluster", name)
     group = session.ServerGroup("cluster", backend)
     try:
         servers = _make_cluster(group, name, size, jetstream, config, prefix=f"{name}-n")
         topo = Cluster(group, servers, name, bool(jetstream))
+        if replace:
+            session.mark_named(group, "cluster", name, topo)
         return _bring_up(topo, timeout, ("routes did not all connect", topo.routes_formed))
     except BaseException:
         group.close()
@@ -198,7 +213,8 @@ class SuperCluster(Topology):
 
 def supercluster(clusters: Mapping[str, int] | list[str] = ("east", "west"), size: int = 3, *,
                  jetstream: bool | Mapping = True, config: Mapping[str, Any] | None = None,
-                 backend: str | None = None, timeout: float = 90.0) -> SuperCluster:
+                 backend: str | None = None, timeout: float = 90.0,
+                 replace: bool | None = None) -> SuperCluster:
     """Named clusters joined by gateways, e.g. ``supercluster({"east": 3, "west": 3})``.
 
     With JetStream every server is tagged with ``cluster:<name>`` so streams can be placed
@@ -207,6 +223,8 @@ def supercluster(clusters: Mapping[str, int] | list[str] = ("east", "west"), siz
     sizes = dict(clusters) if isinstance(clusters, Mapping) else {c: size for c in clusters}
     if len(sizes) < 2:
         raise ValueError("a super-cluster needs at least two clusters")
+    key = "+".join(sizes)
+    replace = _replacing(replace, "supercluster", key)
     group = session.ServerGroup("supercluster", backend)
     try:
         by_cluster: dict[str, list[Server]] = {}
@@ -230,6 +248,8 @@ def supercluster(clusters: Mapping[str, int] | list[str] = ("east", "west"), siz
                 if len(members) == 1:
                     s.cluster_name = None
         topo = SuperCluster(group, everyone, by_cluster, bool(jetstream))
+        if replace:
+            session.mark_named(group, "supercluster", key, topo)
         return _bring_up(topo, timeout, ("routes did not all connect", topo.routes_formed),
                          ("gateways did not all connect", topo.gateways_formed))
     except BaseException:
@@ -255,18 +275,20 @@ class LeafTopology(Topology):
 
 def leafnode(hub: Server | Topology | None = None, *, name: str = "leaf", jetstream: bool | Mapping = False,
              remote: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
-             backend: str | None = None, timeout: float = 30.0) -> LeafTopology:
+             backend: str | None = None, timeout: float = 30.0,
+             replace: bool | None = None) -> LeafTopology:
     """Start a leaf node joined to ``hub`` (a server or topology started with leaf support).
 
     With no hub, a hub server accepting leaf nodes is started too.  ``remote`` adds settings to
     the leaf's remote block (``account``, ``credentials``); with JetStream on the leaf, give it
     its own domain, e.g. ``jetstream={"domain": "edge"}``.
     """
+    replace = _replacing(replace, "leaf", name)
     owns_hub = hub is None
     if owns_hub:
         from .server import server as start_server
 
-        hub = start_server("hub", leafnodes=True, backend=backend)
+        hub = start_server("hub", leafnodes=True, backend=backend, replace=False)
     hubs = list(hub) if isinstance(hub, Topology) else [hub]
     missing = [h.name for h in hubs if "leafnode" not in h.ports]
     if missing:
@@ -282,6 +304,8 @@ def leafnode(hub: Server | Topology | None = None, *, name: str = "leaf", jetstr
         for h in hubs:
             group.runner.join_group(h.group, h)
         topo = LeafTopology(group, [leaf], hub, leaf, owns_hub)
+        if replace:
+            session.mark_named(group, "leaf", name, topo)
         leaf.start(timeout)
         _wait_for("the leaf node did not connect to its hub", topo.connected, [leaf] + hubs, timeout)
         return topo
