@@ -1,6 +1,7 @@
 """Instructor console: start a topology, show its configs and state, break it on purpose.
 
     python -m natslab up server|cluster|supercluster|leaf [--size N] [--backend docker|local]
+    python -m natslab progress [--reset MODULE|all]   where you stand (what natslab.progress() shows)
 
 Then type commands at the prompt (or pipe them in):
 
@@ -104,14 +105,36 @@ def run_console(servers, stdin=sys.stdin, out=sys.stdout) -> None:
             say(f"! {exc}")
 
 
+def show_progress(reset: str | None, out=sys.stdout) -> int:
+    """Print the course progress (``natslab.progress()``'s text); with ``reset``, forget a module first."""
+    from .grading.progress import progress, progress_path, reset_progress
+
+    try:
+        if reset is not None:
+            removed = reset_progress(reset)
+            which = "the whole course" if reset.strip().lower() == "all" else f"module {reset}"
+            print(f"natslab: reset {which}: {removed} exercise entr{'y' if removed == 1 else 'ies'} removed "
+                  f"from {progress_path()}", file=out)
+        print(repr(progress()), file=out)
+    except NatslabError as exc:
+        print(f"natslab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m natslab", description="Start and break NATS topologies.")
+    ap = argparse.ArgumentParser(prog="python -m natslab",
+                                 description="Start and break NATS topologies; show your course progress.")
     sub = ap.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a topology and open the console")
     up.add_argument("topology", choices=["server", "cluster", "supercluster", "leaf"])
     up.add_argument("--size", type=int, default=3, help="servers per cluster (default 3)")
     up.add_argument("--backend", choices=["auto", "docker", "local"], default=None)
+    prog = sub.add_parser("progress", help="where you stand across the course (what natslab.progress() shows)")
+    prog.add_argument("--reset", metavar="MODULE", help='forget one module\'s progress first ("3"), or "all"')
     args = ap.parse_args(argv)
+    if args.command == "progress":
+        return show_progress(args.reset)
     try:
         servers = start_topology(args.topology, args.size, args.backend)
         run_console(servers)

@@ -17,17 +17,15 @@ was handed, raises a course error) ends in a verdict: nothing but ``ExerciseFail
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import html
 import importlib
 import inspect
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 from ..errors import NatslabError
+# the progress file and the course view live in progress.py (re-exported: natslab.progress, checks.record)
+from .progress import Progress, load_progress, progress, progress_path, record, _update  # noqa: F401
 
 CHECK_LIMIT = 300.0  # seconds a whole check may take before it is reported as stuck
 
@@ -372,81 +370,3 @@ def hint(id: str) -> Hint:
     level = min(asked, len(ex.hints))
     _update(ex, hints=asked)
     return Hint(ex, level)
-
-
-# ------------------------------------------------------------------------------ progress
-def progress_path() -> Path:
-    return Path(os.environ.get("NATSLAB_PROGRESS") or Path.home() / ".natslab" / "progress.json")
-
-
-def load_progress() -> dict:
-    try:
-        data = json.loads(progress_path().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _now() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-def _update(ex: Exercise, **changes) -> None:
-    data = load_progress()
-    entry = data.get(ex.id) if isinstance(data.get(ex.id), dict) else {}
-    entry.update(title=ex.title, **changes)
-    entry.setdefault("first_tried_at", _now())
-    data[ex.id] = entry
-    path = progress_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # progress is a convenience; a read-only home must not fail a check
-
-
-def record(ex: Exercise, passed: bool) -> None:
-    """One attempt at ``ex``: counted, and the first pass timed."""
-    entry = load_progress().get(ex.id) or {}
-    changes = {"attempts": int(entry.get("attempts", 0)) + 1}
-    if passed and not entry.get("passed_at"):
-        changes["passed_at"] = _now()
-    _update(ex, **changes)
-
-
-class Progress:
-    """Every exercise of the course with its state, shown as a table."""
-
-    def __init__(self):
-        for n in range(10):
-            try:
-                importlib.import_module(f"natslab.grading.exercises.m{n:02d}")
-            except ModuleNotFoundError:
-                pass
-        self.entries = load_progress()
-        self.rows = [(ex.id, ex.title, (self.entries.get(ex.id) or {}).get("passed_at"),
-                      int((self.entries.get(ex.id) or {}).get("hints", 0)))
-                     for ex in sorted(REGISTRY.values(), key=lambda e: [int(x) for x in e.id.split(".")])]
-
-    def __repr__(self) -> str:
-        done = sum(1 for r in self.rows if r[2])
-        lines = [f"{done}/{len(self.rows)} exercises passed"]
-        for i, t, when, hints in self.rows:
-            extra = f"  ({when})" if when else ""
-            extra += f"  [{hints} hint{'s' if hints != 1 else ''} asked]" if hints else ""
-            lines.append(f"  {'✓' if when else '·'} {i:<5} {t}{extra}")
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        done = sum(1 for r in self.rows if r[2])
-        rows = "".join(f"<tr><td style='color:{'#1a7f37' if w else '#888'}'>{'passed' if w else 'open'}</td>"
-                       f"<td>{i}</td><td>{html.escape(t)}</td><td>{w or ''}</td><td>{h or ''}</td></tr>"
-                       for i, t, w, h in self.rows)
-        return (f"<p><b>{done}/{len(self.rows)}</b> exercises passed</p><table><tr><th></th><th>exercise</th>"
-                f"<th></th><th>passed at</th><th>hints asked</th></tr>{rows}</table>")
-
-
-def progress() -> Progress:
-    return Progress()
