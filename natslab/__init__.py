@@ -24,3 +24,4 @@ from .grading.checks import ExerciseFailed, check, hint, progress  # noqa: E402
 from .runtime.client import ConnectFailed, connect  # noqa: E402
 
 __all__ += ["ExerciseFailed", "check", "hint", "progress", "ConnectFailed", "connect"]
+from .lessons.magics import autoload as _autoload_magics; _autoload_magics()  # noqa: E402,E702  %nats in IPython
