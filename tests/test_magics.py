@@ -249,3 +249,16 @@ def test_magic_works_while_the_callers_event_loop_runs(nats, srv):
         return nats("stream ls")
     out, err = asyncio.run(cell())
     assert not err and "$ nats stream ls" in out
+
+
+def test_a_cluster_is_the_notebooks_server_once_started(nats):
+    with natslab.cluster(3, name="mc") as c:
+        out, err = nats("server list")
+        assert not err, err
+        assert out.splitlines()[0] == f"$ nats server list --server {','.join(c.urls)}"
+        assert all(re.search(rf"mc-n{i}\s+\S+\s+mc\s", out) for i in (1, 2, 3)), out
+        out, err = nats("server info mc-n2")
+        assert not err and "Server mc-n2" in out and "cluster: mc" in out
+        js(c, lambda j: j.add_stream(name="R3", subjects=["r3.>"], num_replicas=3))
+        out, err = nats("stream info R3")
+        assert not err and "replicas: 3" in out and re.search(r"cluster mc: leader mc-n\d, followers", out), out
