@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+
+import natslab
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "site" / "build.py"
@@ -69,6 +72,31 @@ def test_a_cell_error_fails_the_build(tmp_path):
     assert "99_broken failed" in run.stderr and "RuntimeError: boom in a lesson" in run.stderr
     page = (tmp_path / "html" / "99_broken.html").read_text()
     assert "boom in a lesson" in page  # the page is written, showing the error
+
+
+@pytest.mark.timeout(300)
+def test_a_lesson_past_its_time_limit_fails_the_build_and_leaves_no_server(tmp_path):
+    url_file = tmp_path / "url"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# 98 · Slow"),
+                nbformat.v4.new_code_cell("import pathlib, natslab\nsrv = natslab.server('site-slow')\n"
+                                          f"pathlib.Path({str(url_file)!r}).write_text(srv.url)"),
+                nbformat.v4.new_code_cell("import time\ntime.sleep(600)")]
+    path = tmp_path / "98_slow.ipynb"
+    nbformat.write(nb, path)
+    run = build(str(path), "--out", str(tmp_path / "html"), "--notebook-timeout", "20")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "ran past its time limit (20 s)" in run.stderr
+    host, port = url_file.read_text().rsplit("/", 1)[-1].split(":")
+
+    def refused() -> bool:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return False
+        except OSError:
+            return True
+    assert natslab.until_sync(refused, "the lesson's server to stop with its kernel", timeout=30)
 
 
 def test_an_unknown_lesson_is_a_clear_error(tmp_path):
