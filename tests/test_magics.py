@@ -262,3 +262,17 @@ def test_a_cluster_is_the_notebooks_server_once_started(nats):
         js(c, lambda j: j.add_stream(name="R3", subjects=["r3.>"], num_replicas=3))
         out, err = nats("stream info R3")
         assert not err and "replicas: 3" in out and re.search(r"cluster mc: leader mc-n\d, followers", out), out
+
+
+def test_interrupting_a_long_sub_stops_it_at_once(nats):
+    import _thread
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        out, err = nats("sub nobody.talks --count 5 --timeout 60")
+    finally:
+        timer.cancel()
+    assert "nats: error: interrupted" in err
+    assert time.monotonic() - t0 < 15
+    assert not [t for t in threading.enumerate() if t.name == "natslab-magic" and t.is_alive()]

@@ -107,13 +107,17 @@ def _run(make, timeout: float):
 
     worker = threading.Thread(target=work, name="natslab-magic", daemon=True)
     worker.start()
+    deadline = time.monotonic() + timeout + 10
     try:
-        worker.join(timeout + 10)
+        while worker.is_alive() and time.monotonic() < deadline:
+            worker.join(0.2)  # short waits: the kernel's interrupt (SIGINT) is seen at once
     except KeyboardInterrupt:
-        if "loop" in state:
+        try:
             state["loop"].call_soon_threadsafe(state["task"].cancel)
+        except (KeyError, RuntimeError):  # not started yet, or already finished
+            pass
         worker.join(5)
-        raise MagicError("interrupted")
+        raise MagicError("interrupted") from None
     if worker.is_alive():
         raise MagicError(f"no answer within {timeout + 10:.0f} s (the server may be paused or unreachable)")
     if "error" in box:
