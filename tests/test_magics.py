@@ -276,3 +276,22 @@ def test_interrupting_a_long_sub_stops_it_at_once(nats):
     assert "nats: error: interrupted" in err
     assert time.monotonic() - t0 < 15
     assert not [t for t in threading.enumerate() if t.name == "natslab-magic" and t.is_alive()]
+
+
+def test_help_lists_the_verbs_and_a_verbs_options(nats, ip):
+    out, err = nats("help")
+    assert "%nats stream view ORDERS" in out and not err
+    out, err = nats("sub -h")
+    assert "--count" in out and "--timeout" in out and not err
+    assert "%nats kv watch" in ip.magics_manager.magics["line"]["nats"].__doc__
+
+
+def test_a_chosen_server_that_stopped_is_named(nats, ip):
+    gone = natslab.server("magics-gone", jetstream=False)
+    try:
+        ip.user_ns["gone"] = gone
+        nats("use gone")
+    finally:
+        gone.group.close()
+    _, err = nats("pub a b")
+    assert "magics-gone at" in err and "has no running server" in err and "%nats use --auto" in err

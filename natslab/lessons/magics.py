@@ -83,9 +83,10 @@ def _target(server_opt: str | None, user_ns: dict | None = None):
     if isinstance(target, str):
         return [u.strip() for u in target.split(",") if u.strip()], []
     servers = list(getattr(target, "servers", None) or (list(target) if hasattr(target, "__iter__") else [target]))
-    servers = _running(servers) or servers
+    servers = _running(servers)
     if not servers:
-        raise MagicError("that server or topology has no running server left")
+        raise MagicError(f"{_describe(target)} has no running server (stopped or closed): start it again, "
+                         f"or go back to the newest server with %nats use --auto")
     return [s.url for s in servers], servers
 
 
@@ -733,6 +734,8 @@ def _use(argv, ns, cell):
 def _describe(target) -> str:
     if isinstance(target, str):
         return target
+    if hasattr(target, "servers") and not hasattr(target, "url"):  # a server group
+        return ", ".join(s.name for s in target.servers) or "the newest server group"
     urls = list(getattr(target, "urls", None) or [target.url])
     return f"{getattr(target, 'name', type(target).__name__)} at {', '.join(urls)}"
 
@@ -774,7 +777,7 @@ def register(shell) -> None:
     """Register ``%nats`` / ``%%nats`` on an IPython shell."""
     def line_and_cell(line, cell=None):
         return nats_magic(line, cell, shell.user_ns)
-    line_and_cell.__doc__ = nats_magic.__doc__
+    line_and_cell.__doc__ = f"{nats_magic.__doc__}\n\n{USAGE}\n\n``%nats VERB -h`` lists a verb's options."
     shell.register_magic_function(line_and_cell, "line_cell", "nats")
 
 
