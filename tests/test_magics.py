@@ -259,7 +259,14 @@ def test_a_cluster_is_the_notebooks_server_once_started(nats):
         assert all(re.search(rf"mc-n{i}\s+\S+\s+mc\s", out) for i in (1, 2, 3)), out
         out, err = nats("server info mc-n2")
         assert not err and "Server mc-n2" in out and "cluster: mc" in out
-        js(c, lambda j: j.add_stream(name="R3", subjects=["r3.>"], num_replicas=3))
+        async def r3(j):
+            await j.add_stream(name="R3", subjects=["r3.>"], num_replicas=3)
+
+            async def followers_current():
+                info = await j.stream_info("R3")
+                return info.cluster.leader and len([r for r in info.cluster.replicas or [] if r.current]) == 2
+            await natslab.until(followers_current, "R3's leader and two current followers", timeout=20)
+        js(c, r3)
         out, err = nats("stream info R3")
         assert not err and "replicas: 3" in out and re.search(r"cluster mc: leader mc-n\d, followers", out), out
 
