@@ -164,6 +164,13 @@ class Lab:
             body = resp.read()
         return json.loads(body) if body else None
 
+    def put_setting(self, plugin: str, raw: dict) -> None:
+        req = urllib.request.Request(f"{self.base}/lab/api/settings/{plugin}", method="PUT",
+                                     data=json.dumps({"raw": json.dumps(raw)}).encode(),
+                                     headers={"Authorization": f"token {self.token}",
+                                              "Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).close()
+
     def url(self, path: str) -> str:
         return f"{self.base}/lab/tree/{path}?token={self.token}&reset"
 
@@ -224,6 +231,11 @@ def errors_on_page(page) -> list[str]:
     return state["errors"]
 
 
+def news_popup(page):
+    """JupyterLab's "Would you like to get notified about official Jupyter news?" toast."""
+    return page.locator(".Toastify__toast").filter(has_text="Jupyter news")
+
+
 def shoot(page, name: str, readme: bool = True) -> None:
     OUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUT / f"{name}.png"), full_page=False)
@@ -263,8 +275,7 @@ def test_welcome_lesson_runs_with_no_error_and_no_news_popup(browser_page):
     shoot(page, "welcome-run", readme=False)
     assert state["ran"] == state["code"], f"not every code cell ran: {state}"
     assert errors_on_page(page) == []
-    news = page.locator(".jp-Notification-Toast-info, .Toastify__toast").filter(has_text="news")
-    assert news.count() == 0, "a news pop-up covers the lesson"
+    assert news_popup(page).count() == 0, "a news pop-up covers the lesson"
     page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
     demo = page.locator(".jp-Cell").filter(has=page.locator(".jp-OutputArea-output").filter(has_text="version"))
     (demo.first if demo.count() else page.locator(".jp-Cell").first).scroll_into_view_if_needed()
@@ -313,3 +324,15 @@ def test_detectors_catch_an_error_and_a_missing_widget(browser_page):
     assert any("cell raised on purpose" in e for e in errors), errors
     assert page.locator(ERROR_SELECTOR).count() >= 1
     assert page.locator(WIDGET_SELECTOR).count() == 0
+
+
+def test_news_popup_detector_sees_the_popup_without_the_course_settings(browser_page):
+    """Shows the no-pop-up assertion can fail: with JupyterLab's default (fetchNews "none") the toast is seen."""
+    lab, page = browser_page
+    plugin = "@jupyterlab/apputils-extension:notification"
+    lab.put_setting(plugin, {"fetchNews": "none"})
+    try:
+        page.goto(lab.url("notebooks/00_welcome.ipynb"))
+        news_popup(page).first.wait_for(timeout=30_000)
+    finally:
+        lab.put_setting(plugin, {"fetchNews": "false", "checkForUpdates": False})
