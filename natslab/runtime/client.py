@@ -17,12 +17,17 @@ from .refusals import specific_rule_for
 
 
 class Client(nats.NATS):
-    """nats-py's client with one ordering fix: ``flush()`` really waits for what came before.
+    """nats-py's client with two flush fixes.
 
-    nats-py 2.16 writes a flush's PING straight to the socket while earlier commands (a SUB, a
-    PUB) may still sit in its pending buffer, so the server can answer PONG before it has seen
-    them, and a "subscribe, flush, publish from elsewhere" sequence sometimes loses the message.
-    Queuing the PING behind the pending commands restores the order flush promises.
+    Ordering: nats-py 2.16 writes a flush's PING straight to the socket while earlier commands (a
+    SUB, a PUB) may still sit in its pending buffer, so the server can answer PONG before it has
+    seen them, and a "subscribe, flush, publish from elsewhere" sequence sometimes loses the
+    message.  Queuing the PING behind the pending commands restores the order flush promises.
+
+    Cancellation: a flush cancelled while it waits (a widget re-checking on every keystroke) leaves
+    its future in nats-py's queue of PONG waiters; when the PONG comes, nats-py sets a result on the
+    cancelled future, the read loop dies with InvalidStateError and every later flush times out.
+    A PONG for a waiter that is already done is simply consumed.
     """
 
     async def _send_ping(self, future=None) -> None:
@@ -32,6 +37,14 @@ class Client(nats.NATS):
         self._pending.append(PING_PROTO)
         self._pending_data_size += len(PING_PROTO)
         await self._flush_pending()
+
+    async def _process_pong(self) -> None:
+        if self._pongs:
+            future = self._pongs.pop(0)
+            if not future.done():
+                future.set_result(True)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
 
 
 class ConnectFailed(NatslabError):
