@@ -290,6 +290,9 @@ def test_widget_lesson_renders_its_widgets(browser_page):
     widgets = page.locator(WIDGET_SELECTOR)
     assert widgets.count() > 0, "no ipywidgets widget rendered"
     assert page.locator(".jp-OutputArea-output").filter(has_text="Error displaying widget").count() == 0
+    # the matcher asks the server with a real subscription; a broken connection shows as "could not ask"
+    assert page.locator(".jp-OutputArea-output").filter(has_text="could not ask").count() == 0, \
+        "the subject matcher could not ask the server"
     page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
     widgets.first.scroll_into_view_if_needed()
     shoot(page, "widget")
