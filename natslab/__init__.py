@@ -20,8 +20,9 @@ from .runtime.topology import Cluster, LeafTopology, SuperCluster, cluster, leaf
 
 __all__ += ["WaitTimeout", "until", "until_sync", "Cluster", "LeafTopology", "SuperCluster", "cluster", "leafnode", "supercluster"]
 
-from .grading.checks import ExerciseFailed, check, hint, progress  # noqa: E402
+from .grading.checks import ExerciseFailed, check, hint  # noqa: E402
+from .grading.progress import progress, reset_progress  # noqa: E402
 from .runtime.client import ConnectFailed, connect  # noqa: E402
 
-__all__ += ["ExerciseFailed", "check", "hint", "progress", "ConnectFailed", "connect"]
+__all__ += ["ExerciseFailed", "check", "hint", "progress", "reset_progress", "ConnectFailed", "connect"]
 from .lessons.magics import autoload as _autoload_magics; _autoload_magics()  # noqa: E402,E702  %nats in IPython
