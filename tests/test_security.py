@@ -342,3 +342,45 @@ def test_auth_callout_admits_and_refuses(backend):
     assert ok and account == "APP"
     assert not bad.ok and bad.cause == "the auth callout service refused the client", bad
     assert [d["decision"] for d in log] == ["allowed into APP", "refused: no"]
+
+
+def test_jwt_accounts_share_a_service_and_a_stream_only_through_export_and_import(backend):
+    """Account JWT exports and imports: what is exported and imported crosses, nothing else does."""
+    op = sec.Operator("T")
+    shop, billing = op.account("SHOP"), op.account("BILLING")
+    billing.export_service("billing.quote")
+    billing.export_stream("billing.events.>")
+    shop.import_service(billing, "billing.quote")
+    shop.import_stream(billing, "billing.events.>")
+    clerk, accountant = shop.user("clerk"), billing.user("accountant")
+
+    async def go():
+        with natslab.server("share", backend=backend, jetstream=False, config=op.server_config()) as srv:
+            b = await natslab.connect(srv, quiet=True, **accountant.connect_options())
+            s = await natslab.connect(srv, quiet=True, **clerk.connect_options())
+            try:
+                async def quote(msg):
+                    await msg.respond(b"42 EUR")
+                await b.subscribe("billing.quote", cb=quote)
+                await b.subscribe("billing.private", cb=quote)
+                events = await s.subscribe("billing.events.>")
+                await b.flush()
+                await s.flush()
+                answer = (await s.request("billing.quote", b"?", timeout=3)).data
+                try:
+                    await s.request("billing.private", b"?", timeout=1)
+                    private = "answered"
+                except Exception as exc:
+                    private = type(exc).__name__
+                await b.publish("billing.events.paid", b"order 7")
+                await b.flush()
+                got = await events.next_msg(timeout=3)
+                return answer, private, (got.subject, got.data)
+            finally:
+                await s.close()
+                await b.close()
+
+    answer, private, event = run(go())
+    assert answer == b"42 EUR", "the imported service answers across accounts"
+    assert private == "NoRespondersError", "a subject that is not exported stays inside its account"
+    assert event == ("billing.events.paid", b"order 7"), "the imported stream delivers across accounts"
