@@ -17,6 +17,7 @@ import pytest
 
 import natslab
 from natslab.lessons import fleet, monitoring, prometheus
+from natslab.lessons.fanout import RawClient
 from natslab.runtime import session
 
 ACCOUNTS = {"accounts": {"SYS": {"users": [{"user": "sys", "password": "sys"}]},
@@ -176,12 +177,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_stalled_subscriber_is_cut_off_as_a_slow_consumer(backend):
+def test_a_raw_client_that_stops_reading_is_cut_off_as_a_slow_consumer(backend):
     srv = natslab.server("slow6", jetstream=False, backend=backend,
                          config={"max_pending": 256 * 1024, "max_payload": 64 * 1024})
 
     async def go():
-        sock = await monitoring.stalled_subscriber(srv, "stuck", "s.>")
+        sock = await asyncio.to_thread(RawClient, srv, "s.>", "stuck")
         nc = await natslab.connect(srv, quiet=True)
         try:
             for _ in range(200):

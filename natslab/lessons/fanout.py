@@ -130,13 +130,16 @@ class RawClient:
     slow consumer.
     """
 
-    def __init__(self, srv, subject: str, name: str = "raw-client"):
+    def __init__(self, srv, subject: str, name: str = "raw-client", *, user: str | None = None,
+                 password: str | None = None):
         self.name = name
         self.sock = socket.create_connection(("127.0.0.1", srv.ports["client"]), timeout=5)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills sooner
         self._read_until(b"\r\n")  # the server's INFO line
         connect = {"verbose": False, "pedantic": False, "headers": True, "name": name,
                    "lang": "raw-socket", "version": "0"}
+        if user is not None:
+            connect.update(user=user, **{"pass": password})
         self.sock.sendall(f"CONNECT {json.dumps(connect)}\r\nSUB {subject} 1\r\nPING\r\n".encode())
         self._read_until(b"PONG\r\n")  # the server has the subscription
 

@@ -1,7 +1,7 @@
-"""Small views for the monitoring lessons: a client that stops reading, lag over time, a table of /connz.
+"""Small views for the monitoring lessons: lag over time, a table of /connz.
 
-- ``stalled_subscriber(srv, name, subject)``: a raw TCP client that subscribes and then never
-  reads, so the server's buffer for it fills and the server cuts it off as a slow consumer.
+A client that stops reading is ``natslab.lessons.fanout.RawClient`` (lesson 01.6's frozen client).
+
 - ``LagRecorder``: samples a consumer's pending / ack pending / redelivered counts from the
   server (``js.consumer_info``) while something runs, and plots them with matplotlib.
 - ``connz_table(srv, ...)``: the columns of /connz an operator reads, one row per connection.
@@ -9,27 +9,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-
-
-async def stalled_subscriber(srv, name: str, subject: str, *, user: str | None = None,
-                             password: str | None = None) -> socket.socket:
-    """Connect with the raw protocol, subscribe to ``subject``, then never read: close it when done."""
-    import json
-
-    hello = {"name": name, "verbose": False, "pedantic": False}
-    if user is not None:
-        hello.update(user=user, **{"pass": password})
-    host, port = srv.url.removeprefix("nats://").split(":")
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's buffer fills sooner
-    s.settimeout(5)
-    await asyncio.to_thread(s.connect, (host, int(port)))
-    await asyncio.to_thread(s.recv, 4096)  # the server's INFO line
-    s.sendall(f"CONNECT {json.dumps(hello)}\r\nSUB {subject} 1\r\nPING\r\n".encode())
-    await asyncio.to_thread(s.recv, 64)  # PONG: the subscription is in place
-    return s
 
 
 def connz_table(target, **params) -> list[dict]:

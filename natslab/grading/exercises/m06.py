@@ -14,7 +14,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from ...lessons import prometheus as prom
-from ...lessons.monitoring import stalled_subscriber
+from ...lessons.fanout import RawClient
 from ...runtime.topology import cluster
 from ...runtime.waiting import WaitTimeout, until
 from ..checks import Mismatch, call_learner, exercise, expect
@@ -72,7 +72,7 @@ async def slow_consumer(find_slow_consumer):
             await nc.subscribe(subject, cb=take)
             await nc.flush()
             healthy.append((nc, got))
-        slow = await stalled_subscriber(srv, names["report"], subject)
+        slow = await asyncio.to_thread(RawClient, srv, subject, names["report"])
         stack.callback(slow.close)
         pub = await stack.enter_async_context(client(srv, name=f"publisher-{tag}"))
 
