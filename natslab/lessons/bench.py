@@ -91,6 +91,23 @@ def _bounded(count: int, what: str = "count") -> int:
 
 
 # ------------------------------------------------------------------------------ the raw limit
+@contextlib.contextmanager
+def _raw_connection(target, name: str, time_limit: float):
+    """A plain socket to a server on this machine, past INFO and CONNECT (PONG received): (sock, reader)."""
+    url = urlparse(_url(target))
+    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise NatslabError(f"the raw clients talk only to this machine, not {url.hostname}.",
+                           "pass a natslab server (its url is on 127.0.0.1).")
+    with socket.create_connection((url.hostname, url.port or 4222), timeout=time_limit) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = sock.makefile("rb")
+        if not reader.readline().startswith(b"INFO"):
+            raise NatslabError("the server did not greet with INFO.", "is that a NATS client port?")
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"%s"}\r\nPING\r\n' % name.encode())
+        _pong(reader)
+        yield sock, reader
+
+
 def raw_publish(target, subject: str = "bench.raw", payload: bytes | int = 128, count: int = 200_000,
                 *, buffer_bytes: int = 1 << 20, time_limit: float = 20.0) -> Rate:
     """The raw limit: ``count`` PUBs over a plain socket, timed until the server's PONG.
@@ -100,21 +117,11 @@ def raw_publish(target, subject: str = "bench.raw", payload: bytes | int = 128, 
     from a notebook run it as ``await asyncio.to_thread(bench.raw_publish, srv, ...)``.
     """
     payload, count = _payload(payload), _bounded(count)
-    url = urlparse(_url(target))
-    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise NatslabError(f"raw_publish talks only to this machine, not {url.hostname}.",
-                           "pass a natslab server (its url is on 127.0.0.1).")
     one = b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(payload), payload)
     per = max(1, buffer_bytes // len(one))
     block = one * per
     deadline = time.monotonic() + time_limit
-    with socket.create_connection((url.hostname, url.port or 4222), timeout=time_limit) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = sock.makefile("rb")
-        if not reader.readline().startswith(b"INFO"):
-            raise NatslabError("the server did not greet with INFO.", "is that a NATS client port?")
-        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"raw-publisher"}\r\nPING\r\n')
-        _pong(reader)
+    with _raw_connection(target, "raw-publisher", time_limit) as (sock, reader):
         sent, t0 = 0, time.perf_counter()
         while sent + per <= count:
             sock.sendall(block)
@@ -149,15 +156,9 @@ def raw_round_trip(target, count: int = 2_000, *, time_limit: float = 20.0) -> n
     shown as multiples of it.  Blocking (run it with asyncio.to_thread from a notebook).
     """
     count = _bounded(count)
-    url = urlparse(_url(target))
     out = np.empty(count)
     deadline = time.monotonic() + time_limit
-    with socket.create_connection((url.hostname, url.port or 4222), timeout=time_limit) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = sock.makefile("rb")
-        reader.readline()
-        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"raw-pinger"}\r\nPING\r\n')
-        _pong(reader)
+    with _raw_connection(target, "raw-pinger", time_limit) as (sock, reader):
         for i in range(count):
             t = time.perf_counter()
             sock.sendall(b"PING\r\n")
