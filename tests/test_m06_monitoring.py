@@ -145,7 +145,7 @@ def test_prometheus_scrapes_fires_and_is_stopped_by_stop_all():
 
 
 @needs_prometheus
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the process gone")
 def test_prometheus_dies_with_a_killed_kernel(tmp_path):
     script = textwrap.dedent("""
         import sys, time

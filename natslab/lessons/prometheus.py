@@ -13,13 +13,11 @@
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import urllib.parse
@@ -346,20 +344,12 @@ def alerts_at(expr: str, series: dict[str, str], at: str, *, interval: str = "1m
 
 
 # ------------------------------------------------------------------------------ the server
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:
-        pass
 
 
 class Prometheus:
     """One Prometheus process on 127.0.0.1, registered in the session like a server group, so
-    ``natslab.stop_all()`` and the end of the process remove it (and, on Linux, the kernel's death:
-    the process is started with a parent-death signal)."""
+    ``natslab.stop_all()`` and the end of the process remove it, and with the clean-up guard, as
+    servers are, so a kernel killed with SIGKILL does not leave it behind."""
 
     def __init__(self, targets: list[str], rules: list[dict] | None = None, *, scrape_interval: str = "1s",
                  evaluation_interval: str = "1s"):
@@ -388,8 +378,7 @@ class Prometheus:
             self.proc = subprocess.Popen(
                 [exe, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.dir / 'data'}",
                  f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
-                preexec_fn=_die_with_parent if os.name == "posix" else None)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True)
         guard.watch("pid", self.proc.pid)
         try:
             until_sync(self._ready, "Prometheus answering /-/ready", timeout=30, every=0.1)
