@@ -59,6 +59,13 @@ def _update(ex, **changes) -> None:
     _save(data)
 
 
+def record_hint(ex) -> int:
+    """One more hint asked for ``ex``: recorded; returns how many have been asked."""
+    asked = int((load_progress().get(ex.id) or {}).get("hints", 0)) + 1
+    _update(ex, hints=asked)
+    return asked
+
+
 def record(ex, passed: bool) -> None:
     """One attempt at ``ex``: counted, and the first pass timed."""
     entry = load_progress().get(ex.id) or {}
