@@ -41,10 +41,6 @@ def test_subscribe_flush_then_publish_elsewhere_never_loses_a_message():
 
 def wire_order(client_cls) -> list[bytes]:
     """The commands a client hands its socket for ``subscribe`` then ``flush``, in order."""
-    import nats
-
-    from natslab.runtime import client
-
     async def go():
         with natslab.server("wire", backend="local", jetstream=False) as srv:
             nc = await natslab.connect(srv, quiet=True)

@@ -15,7 +15,6 @@ restart); ``wait_for_leader`` and ``wait_until_current`` wait on the stream's ow
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Placement, Sto
 
 from ..runtime.client import connect
 from ..runtime.waiting import until
-from ..errors import NatslabError, NotSupported
+from ..errors import NotSupported
 
 RETRYABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
              nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
@@ -358,7 +357,7 @@ async def count_in_stream(js, stream: str, run: PublishRun, *, timeout: float = 
 
 
 # ------------------------------------------------------------------------------ waiting
-async def retry(call, *args, what: str | None = None, timeout: float = 30.0, per_try: float = 5.0, **kwargs):
+async def retry(call, *args, timeout: float = 30.0, per_try: float = 5.0, **kwargs):
     """``await call(*args, **kwargs)``, repeated while the cluster is briefly unable to answer.
 
     JetStream management calls (create a stream or a consumer) are handled by the meta leader;
@@ -367,7 +366,6 @@ async def retry(call, *args, what: str | None = None, timeout: float = 30.0, per
     on a timeout, "no responders", a 503, or "no suitable peers" (peers not known yet), for at
     most ``timeout`` seconds.  Any other error is raised at once.
     """
-    name = what or getattr(call, "__name__", "the call")
     deadline = time.monotonic() + timeout
     delay = 0.1
     while True:
