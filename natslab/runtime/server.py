@@ -22,16 +22,20 @@ class Server:
     ports and JetStream store, so stored data survives), ``pause``/``resume`` (the process is
     frozen, as a hung or partitioned server looks), ``lame_duck``, and ``close`` (stop and
     remove everything).  Use ``with``/``async with`` or ``natslab.stop_all()`` to clean up.
+    ``release`` is the nats-server release it runs (``switch_release`` changes it while stopped).
     """
 
     def __init__(self, group: session.ServerGroup, name: str, *, jetstream: bool | Mapping = True,
                  port: int | None = None, monitor_port: int | None = None,
                  extra: Mapping[str, Any] | None = None, extra_text: str = "",
-                 roles: tuple[str, ...] = ()):
+                 roles: tuple[str, ...] = (), release: str | None = None):
         self.group = group
         self.name = name
         self.backend: str = group.backend  # "docker" or "local"
         self.runner = group.runner  # what starts the process or container
+        self.release_target: str | None = None  # None: the pinned release the backend runs
+        if release is not None:
+            self._set_release(release)
         self.jetstream = jetstream
         self.extra = dict(extra or {})
         self.extra_text = extra_text
@@ -222,6 +226,37 @@ class Server:
     def running(self) -> bool:
         return self.handle is not None and self.handle.running()
 
+    # -- releases -----------------------------------------------------------------------------
+    def _set_release(self, release: str) -> None:
+        from . import releases
+
+        version = releases.normalize(release)
+        releases.ensure(version, self.backend)  # download / build now: a clear error before any start
+        self.release_target = None if version == releases.PINNED_VERSION else version
+
+    @property
+    def release(self) -> str:
+        """The nats-server release: the server's own /varz version while running, else the one it will run."""
+        if self.running:
+            try:
+                return self.monitor("varz", timeout=3)["version"]
+            except Exception:
+                pass
+        return self.release_target or self.runner.version
+
+    def switch_release(self, release: str) -> None:
+        """Make the next ``start()`` run nats-server ``release`` with the same config, ports and
+        JetStream store (an upgrade or downgrade step).  The server must be stopped first."""
+        if self.closed:
+            raise NatslabError(f"Server {self.name} was closed.", "start a new one with natslab.server().")
+        if self.running:
+            raise NatslabError(
+                f"Server {self.name} is running ({self.release}); a release can only be switched while it is stopped.",
+                f"stop it first (srv.lame_duck() and wait, or srv.stop()), then srv.switch_release({release!r}) "
+                "and srv.start().")
+        self._set_release(release)
+        self._discard_handle()  # the next launch creates a process / container of the new release
+
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop; ``start()`` or ``restart()`` brings it back with its data."""
         if self.handle is not None:
@@ -315,12 +350,13 @@ def _tail(text: str, n: int) -> str:
 def server(name: str = "nats", *, jetstream: bool | Mapping = True, port: int | None = None,
            monitor_port: int | None = None, config: Mapping[str, Any] | None = None,
            config_text: str = "", leafnodes: bool = False, backend: str | None = None,
-           start: bool = True, replace: bool | None = None) -> Server:
+           start: bool = True, replace: bool | None = None, release: str | None = None) -> Server:
     """Start one nats-server and return it once it is ready.
 
     ``config`` is merged into the generated settings (for example
     ``{"authorization": {"token": "s3cret"}}``) and ``config_text`` is appended verbatim.
-    ``leafnodes=True`` opens a port that leaf nodes can join.
+    ``leafnodes=True`` opens a port that leaf nodes can join.  ``release="2.14.6"`` runs that
+    nats-server release instead of the pinned one (see natslab.runtime.releases).
 
     Started from a cell's top level (``replace=None``), it first stops a server started the same
     way under the same ``name`` (re-running a set-up cell replaces its server instead of piling
@@ -335,7 +371,8 @@ def server(name: str = "nats", *, jetstream: bool | Mapping = True, port: int | 
         session.mark_named(group, "server", name)
     try:
         srv = Server(group, name, jetstream=jetstream, port=port, monitor_port=monitor_port,
-                     extra=config, extra_text=config_text, roles=("leafnode",) if leafnodes else ())
+                     extra=config, extra_text=config_text, roles=("leafnode",) if leafnodes else (),
+                     release=release)
         if start:
             srv.start()
         return srv

@@ -146,9 +146,11 @@ class Cluster(Topology):
 PEER_PINGS = {"ping_interval": "2s", "ping_max": 3}
 
 
-def _make_cluster(group, name: str, size: int, jetstream, extra, prefix: str, roles=()) -> list[Server]:
+def _make_cluster(group, name: str, size: int, jetstream, extra, prefix: str, roles=(),
+                  release: str | None = None) -> list[Server]:
     extra = {**PEER_PINGS, **dict(extra or {})}
-    servers = [Server(group, f"{prefix}{i}", jetstream=jetstream, extra=extra, roles=("cluster",) + roles)
+    servers = [Server(group, f"{prefix}{i}", jetstream=jetstream, extra=extra, roles=("cluster",) + roles,
+                      release=release)
                for i in range(1, size + 1)]
     for s in servers:
         s.cluster_name = name
@@ -168,8 +170,9 @@ def _replacing(replace: bool | None, kind: str, name: str) -> bool:
 
 def cluster(size: int = 3, *, name: str = "c1", jetstream: bool | Mapping = True,
             config: Mapping[str, Any] | None = None, backend: str | None = None,
-            timeout: float = 60.0, replace: bool | None = None) -> Cluster:
+            timeout: float = 60.0, replace: bool | None = None, release: str | None = None) -> Cluster:
     """Start ``size`` servers joined by routes; ready when every route is up (and a meta leader).
+    ``release="2.14.6"`` runs that nats-server release on every node instead of the pinned one.
 
     From a cell's top level it first replaces a cluster started the same way under ``name``
     (see ``natslab.server``'s ``replace``)."""
@@ -178,7 +181,7 @@ def cluster(size: int = 3, *, name: str = "c1", jetstream: bool | Mapping = True
     replace = _replacing(replace, "cluster", name)
     group = session.ServerGroup("cluster", backend)
     try:
-        servers = _make_cluster(group, name, size, jetstream, config, prefix=f"{name}-n")
+        servers = _make_cluster(group, name, size, jetstream, config, prefix=f"{name}-n", release=release)
         topo = Cluster(group, servers, name, bool(jetstream))
         if replace:
             session.mark_named(group, "cluster", name, topo)

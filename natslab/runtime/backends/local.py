@@ -129,7 +129,12 @@ class LocalRunner:
         return "127.0.0.1"
 
     def create(self, server) -> LocalHandle:
-        return LocalHandle(self.binary, server.config_path, server.dir / "server.log")
+        binary = self.binary
+        if getattr(server, "release_target", None):  # another release than the pinned one
+            from ..releases import binary as release_binary
+
+            binary = release_binary(server.release_target)
+        return LocalHandle(binary, server.config_path, server.dir / "server.log")
 
     def join_group(self, group, server) -> None:
         pass
