@@ -125,3 +125,16 @@ def test_a_killed_process_leaves_nothing(tmp_path):
 
     assert until_sync(lambda: project.leftovers() == [], "the watcher to run compose down -v",
                       timeout=90, every=0.5, error=False), project.leftovers()
+
+
+def test_helm_values_pin_the_course_version():
+    import yaml
+
+    from natslab.runtime.backends import PINNED_VERSION
+
+    files = sorted((ROOT / "docker" / "helm").glob("*.yaml"))
+    assert len(files) == 6
+    for f in files:
+        values = yaml.safe_load(f.read_text())
+        assert values["container"]["image"]["tag"] == f"{PINNED_VERSION}-alpine", f.name
+        assert values["config"]["monitor"]["enabled"] is True, f.name
