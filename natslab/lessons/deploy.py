@@ -81,7 +81,7 @@ def server_config(topology: str, svc: dict) -> dict:
         "lame_duck_duration": "30s",
     }
     if svc["js"]:
-        conf["jetstream"] = {"store_dir": "/data/jetstream",  # on the service's named volume
+        conf["jetstream"] = {"store_dir": "/data",  # the named volume; the server stores under /data/jetstream
                              "max_memory_store": confgen.Raw("256MB"), "max_file_store": confgen.Raw("2GB")}
         if topology == "supercluster":
             conf["server_tags"] = [f"cluster:{svc['cluster']}"]
@@ -324,51 +324,7 @@ class Project:
 
     def check(self, timeout: float = 60.0, quiet: bool = False) -> dict:
         """Verify the deployment from the servers' own view; return what was seen, per service."""
-        services = _services(self.topology)
-        seen: dict[str, dict] = {}
-        say = (lambda *a: None) if quiet else print
-
-        def formed() -> bool:
-            for s in services:
-                n = s["name"]
-                v = self.monitor(n, "varz")
-                row = {"server_name": v.get("server_name"), "version": v.get("version"),
-                       "healthz": self.monitor(n, "healthz").get("status")}
-                if s.get("cluster"):
-                    # route pooling: several connections per peer; count the peers they reach
-                    rz = self.monitor(n, "routez")
-                    row["route_peers"] = sorted({r.get("remote_name") for r in rz.get("routes") or []} - {None})
-                if s.get("gateway"):
-                    row["gateways_out"] = sorted(self.monitor(n, "gatewayz").get("outbound_gateways") or {})
-                if s.get("accepts_leafs") or s.get("leaf_of"):
-                    row["leafs"] = self.monitor(n, "leafz").get("leafnodes", 0)
-                seen[n] = row
-            for s in services:
-                row = seen[s["name"]]
-                if row["healthz"] != "ok" or row["server_name"] != s["name"]:
-                    return False
-                if s.get("cluster") and set(row["route_peers"]) != set(s["peers"]) - {s["name"]}:
-                    return False
-                if s.get("gateway") and set(row["gateways_out"]) != set(SUPER) - {s["gateway"]}:
-                    return False
-                if ("leafs" in row) and row["leafs"] < 1:
-                    return False
-            return True
-
-        if not until_sync(formed, "servers healthy, routes/gateways/leafs formed", timeout=timeout,
-                          every=0.2, retry=NOT_ANSWERING, error=False):
-            raise NatslabError(f"The Compose project {self.name} did not form: {seen}",
-                               "read the services' logs (project.logs(name)).")
-        for n, row in seen.items():
-            say(f"{n:9} " + "  ".join(f"{k}={v}" for k, v in row.items()))
-        a, b = self._across()
-        got = _run_async(message_across(self.url(a), self.url(b), timeout=timeout))
-        say(f"a message published on {a} arrived through {b}: {got!r}")
-        return {"servers": seen, "across": (a, b, got)}
-
-    def _across(self) -> tuple[str, str]:
-        """Publish where, receive where: the two ends of the topology."""
-        return (self.services[-1], self.services[0]) if self.topology == "leaf" else (self.services[0], self.services[-1])
+        return check(self, timeout, quiet)
 
     def down(self) -> None:
         """``compose down -v``: containers, the network and the JetStream volumes go."""
@@ -409,6 +365,136 @@ class Project:
     def __repr__(self) -> str:
         state = "down" if self.closed else "up"
         return f"<natslab Compose project {self.name} ({self.topology}) {state}: {', '.join(self.services)}>"
+
+
+def _across(run) -> tuple[str, str]:
+    """Publish where, receive where: the two ends of the topology (a leaf publishes to its hub)."""
+    return (run.services[-1], run.services[0]) if run.topology == "leaf" else (run.services[0], run.services[-1])
+
+
+def check(run, timeout: float = 60.0, quiet: bool = False) -> dict:
+    """Every server healthy, routes/gateways/leaf links formed (from /healthz /varz /routez /gatewayz
+    /leafz), then a message across; ``run`` is a Compose ``Project`` or a ``NatslabRun``."""
+    services = _services(run.topology)
+    seen: dict[str, dict] = {}
+    say = (lambda *a: None) if quiet else print
+
+    def formed() -> bool:
+        for s in services:
+            n = s["name"]
+            v = run.monitor(n, "varz")
+            row = {"server_name": v.get("server_name"), "version": v.get("version"),
+                   "healthz": run.monitor(n, "healthz").get("status")}
+            if s.get("cluster"):
+                # route pooling: several connections per peer; count the peers they reach
+                rz = run.monitor(n, "routez")
+                row["route_peers"] = sorted({r.get("remote_name") for r in rz.get("routes") or []} - {None})
+            if s.get("gateway"):
+                row["gateways_out"] = sorted(run.monitor(n, "gatewayz").get("outbound_gateways") or {})
+            if s.get("accepts_leafs") or s.get("leaf_of"):
+                row["leafs"] = run.monitor(n, "leafz").get("leafnodes", 0)
+            seen[n] = row
+        for s in services:
+            row = seen[s["name"]]
+            if row["healthz"] != "ok" or row["server_name"] != s["name"]:
+                return False
+            if s.get("cluster") and set(row["route_peers"]) != set(s["peers"]) - {s["name"]}:
+                return False
+            if s.get("gateway") and set(row["gateways_out"]) != set(SUPER) - {s["gateway"]}:
+                return False
+            if "leafs" in row and row["leafs"] < 1:
+                return False
+        return True
+
+    if not until_sync(formed, "servers healthy, routes/gateways/leafs formed", timeout=timeout,
+                      every=0.2, retry=NOT_ANSWERING, error=False):
+        raise NatslabError(f"The {run.topology} deployment did not form: {seen}",
+                           "read the servers' logs (run.logs(name)).")
+    for n, row in seen.items():
+        say(f"{n:9} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    a, b = _across(run)
+    got = _run_async(message_across(run.url(a), run.url(b), timeout=timeout))
+    say(f"a message published on {a} arrived through {b}: {got!r}")
+    return {"servers": seen, "across": (a, b, got)}
+
+
+class NatslabRun:
+    """The same topology run by natslab (local backend, or no Compose): the ``Project`` interface."""
+
+    def __init__(self, topology: str, topo):
+        self.topology = topology
+        self.topo = topo
+        servers = list(topo) if topology != "leaf" else [topo.hub, topo.leaf]
+        self.servers = {s.name: s for s in servers}
+        self.services = [s["name"] for s in _services(topology)]
+        self.name = f"natslab {topology} on the {servers[0].backend} backend"
+        self.closed = False
+
+    def url(self, service: str) -> str:
+        return self.servers[service].url
+
+    def monitor_url(self, service: str) -> str:
+        return self.servers[service].monitor_url
+
+    def monitor(self, service: str, endpoint: str, **params) -> dict:
+        return self.servers[service].monitor(endpoint, **params)
+
+    def logs(self, service: str) -> str:
+        return self.servers[service].logs()
+
+    def check(self, timeout: float = 60.0, quiet: bool = False) -> dict:
+        return check(self, timeout, quiet)
+
+    def down(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.topo.close()
+
+    close = down
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: {', '.join(self.services)}>"
+
+
+def run_with_natslab(topology: str):
+    """Start ``topology`` as natslab servers, named as the Compose services are."""
+    import natslab
+
+    if topology == "single":
+        return NatslabRun(topology, _Single(natslab.server("nats", replace=False)))
+    if topology == "cluster":
+        return NatslabRun(topology, natslab.cluster(CLUSTER_SIZE, name="c1", replace=False))
+    if topology == "supercluster":
+        return NatslabRun(topology, natslab.supercluster(dict(SUPER), replace=False))
+    if topology == "leaf":
+        return NatslabRun(topology, natslab.leafnode(replace=False))
+    _services(topology)
+
+
+class _Single(list):
+    def __init__(self, srv):
+        super().__init__([srv])
+
+    def close(self):
+        self[0].group.close()
+
+
+def start(topology: str, directory: str | os.PathLike | None = None, timeout: float = 120.0):
+    """Compose on Docker when a Compose is installed; otherwise the same topology with natslab,
+    saying why.  Both answer ``services``, ``url()``, ``monitor()``, ``check()``, ``down()``."""
+    from ..runtime import backends
+
+    backend = backends.get().name
+    if backend == "docker":
+        try:
+            find_compose()
+            return up(topology, directory, timeout)
+        except BackendUnavailable as exc:
+            print(f"natslab: {exc.what}\n  -> running the {topology} topology with natslab instead.")
+    else:
+        print(f"natslab: Compose needs Docker and this kernel runs the local backend: the {topology} "
+              "topology runs as natslab servers instead (same names, same configuration settings).")
+    return run_with_natslab(topology)
 
 
 async def message_across(pub_url: str, sub_url: str, timeout: float = 30.0) -> str:
