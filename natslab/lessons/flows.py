@@ -87,11 +87,6 @@ class Flow:
         """Who receives a message on ``subject``: the server's subscriptions matching it (no inboxes)."""
         return [s for s in self.receivers(subject) if not _hidden(s.subject)]
 
-    def consumers_of(self, stream: str, subject: str) -> list[Consumer]:
-        """The consumers of ``stream`` whose filter takes ``subject`` (no filter takes everything)."""
-        return [c for c in self.consumers if c.stream == stream
-                and (not c.filters or any(matches(f, subject) for f in c.filters))]
-
     def table(self) -> str:
         lines = [f"{'publisher':<22} {'subject':<36} {'kind':<10} {'msgs':>5}  ->  receivers [queue group] (delivered)"]
         for e in sorted(self.edges, key=lambda e: e.subject):
