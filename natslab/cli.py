@@ -2,6 +2,7 @@
 
     python -m natslab up server|cluster|supercluster|leaf [--size N] [--backend docker|local]
     python -m natslab progress [--reset MODULE|all]   where you stand (what natslab.progress() shows)
+    python -m natslab class start NAME ... [--dir D]  workshop mode: a class cluster (see its own help)
 
 Then type commands at the prompt (or pipe them in):
 
@@ -59,7 +60,6 @@ def status_line(s) -> str:
 
 
 def run_console(servers, stdin=sys.stdin, out=sys.stdout) -> None:
-    by_name = {s.name: s for s in servers}
     say = lambda text: print(text, file=out, flush=True)  # noqa: E731
     say(f"natslab console: {len(servers)} server(s) on the {servers[0].backend} backend. Type 'help'.")
     for s in servers:
@@ -76,33 +76,41 @@ def run_console(servers, stdin=sys.stdin, out=sys.stdout) -> None:
         if not words:
             continue
         cmd, args = words[0].lower(), words[1:]
-        try:
-            if cmd in ("quit", "exit"):
-                break
-            elif cmd == "help":
-                say(__doc__)
-            elif cmd == "status":
-                for s in servers:
-                    say(status_line(s))
-            elif cmd == "urls":
-                say(",".join(s.url for s in servers))
-            elif cmd in ("config", "logs") or cmd in ACTIONS:
-                if not args or args[0] not in by_name:
-                    say(f"name a server: {', '.join(by_name)}")
-                    continue
-                s = by_name[args[0]]
-                if cmd == "config":
-                    say(s.config_text)
-                elif cmd == "logs":
-                    n = int(args[1]) if len(args) > 1 else 20
-                    say("\n".join(s.logs().splitlines()[-n:]))
-                else:
-                    getattr(s, ACTIONS[cmd])()
-                    say(f"{cmd} {s.name}: done")
+        if cmd in ("quit", "exit"):
+            break
+        if cmd == "help":
+            say(__doc__)
+        elif not server_command(servers, cmd, args, say):
+            say(f"unknown command {cmd!r}; type 'help'")
+
+
+def server_command(servers, cmd: str, args: list[str], say) -> bool:
+    """The console's server commands (status, urls, config, logs, kill ...); False if ``cmd`` is not one."""
+    by_name = {s.name: s for s in servers}
+    try:
+        if cmd == "status":
+            for s in servers:
+                say(status_line(s))
+        elif cmd == "urls":
+            say(",".join(s.url for s in servers))
+        elif cmd in ("config", "logs") or cmd in ACTIONS:
+            if not args or args[0] not in by_name:
+                say(f"name a server: {', '.join(by_name)}")
+                return True
+            s = by_name[args[0]]
+            if cmd == "config":
+                say(s.config_text)
+            elif cmd == "logs":
+                n = int(args[1]) if len(args) > 1 else 20
+                say("\n".join(s.logs().splitlines()[-n:]))
             else:
-                say(f"unknown command {cmd!r}; type 'help'")
-        except NatslabError as exc:
-            say(f"! {exc}")
+                getattr(s, ACTIONS[cmd])()
+                say(f"{cmd} {s.name}: done")
+        else:
+            return False
+    except NatslabError as exc:
+        say(f"! {exc}")
+    return True
 
 
 def show_progress(reset: str | None, out=sys.stdout) -> int:
@@ -132,9 +140,20 @@ def main(argv=None) -> int:
     up.add_argument("--backend", choices=["auto", "docker", "local"], default=None)
     prog = sub.add_parser("progress", help="where you stand across the course (what natslab.progress() shows)")
     prog.add_argument("--reset", metavar="MODULE", help='forget one module\'s progress first ("3"), or "all"')
+    klass = sub.add_parser("class", help="workshop mode: start a class cluster with an account per learner")
+    klass.add_argument("action", choices=["start"])
+    klass.add_argument("learners", nargs="*", help="learners' names (more can be added in the console)")
+    klass.add_argument("--name", default="class", help="the class's name (default: class)")
+    klass.add_argument("--dir", help="where to write the learners' files (default: natslab's work dir)")
+    klass.add_argument("--size", type=int, default=3, help="servers in the class cluster (default 3)")
+    klass.add_argument("--backend", choices=["auto", "docker", "local"], default=None)
     args = ap.parse_args(argv)
     if args.command == "progress":
         return show_progress(args.reset)
+    if args.command == "class":
+        from .workshop.console import run_class
+
+        return run_class(args.learners, name=args.name, directory=args.dir, size=args.size, backend=args.backend)
     try:
         servers = start_topology(args.topology, args.size, args.backend)
         run_console(servers)

@@ -59,10 +59,41 @@ def _update(ex, **changes) -> None:
     _save(data)
 
 
+_listeners: list = []
+
+
+def on_record(listener) -> None:
+    """Call ``listener(event)`` after every recorded attempt or hint request.
+
+    ``event`` is ``{"event": "verdict"|"hint", "exercise", "title", "passed", "attempts", "hints"}``.
+    Workshop mode (``natslab.join``) uses it to report to the class.  A listener that fails
+    is reported in one line and never fails the check."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def off_record(listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def _tell(ex, kind: str, passed: bool | None) -> None:
+    entry = load_progress().get(ex.id) or {}
+    event = {"event": kind, "exercise": ex.id, "title": ex.title, "passed": passed,
+             "ever_passed": bool(entry.get("passed_at")),
+             "attempts": int(entry.get("attempts", 0)), "hints": int(entry.get("hints", 0))}
+    for listener in list(_listeners):
+        try:
+            listener(event)
+        except Exception as exc:  # reporting is a convenience: the learner's verdict stands
+            print(f"natslab: could not report {ex.id} ({type(exc).__name__}: {exc})")
+
+
 def record_hint(ex) -> int:
     """One more hint asked for ``ex``: recorded; returns how many have been asked."""
     asked = int((load_progress().get(ex.id) or {}).get("hints", 0)) + 1
     _update(ex, hints=asked)
+    _tell(ex, "hint", None)
     return asked
 
 
@@ -73,6 +104,7 @@ def record(ex, passed: bool) -> None:
     if passed and not entry.get("passed_at"):
         changes["passed_at"] = _now()
     _update(ex, **changes)
+    _tell(ex, "verdict", passed)
 
 
 # ------------------------------------------------------------------------------ course layout

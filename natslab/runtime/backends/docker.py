@@ -111,7 +111,9 @@ class NatsServerContainer(DockerContainer):
         # attempt (nats-server waits seconds before retrying a failed lookup); Docker's default
         # bridge, joined right after, carries the published ports and survives a cut
         first = self.networks[0].name if self.networks else "bridge"
-        options = dict(labels=labels, hostname=hostname, network=first)
+        # the server's own directory is its working directory, as on the local backend, so a
+        # relative path in its config (a resolver's "jwt" dir) is its own
+        options = dict(labels=labels, hostname=hostname, network=first, working_dir=str(Path(config_path).parent))
         if hasattr(os, "getuid"):
             options["user"] = f"{os.getuid()}:{os.getgid()}"
         self.with_kwargs(**options)

@@ -50,7 +50,8 @@ class LocalHandle:
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "-c", str(self.conf_path)],
+                # run in the server's own directory, so relative paths in its config are its own
+                [self.binary, "-c", str(self.conf_path)], cwd=self.conf_path.parent,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
             )
         guard.watch("pid", self.proc.pid)
