@@ -258,6 +258,8 @@ async def append_event(execute):
                  "APIError": "the server refused the append; print the error's description and err_code."}
         ljs = nc.jetstream()
         for cmd in ("cmd-a", "cmd-b", "cmd-c"):
+            # other orders are busy too: the stream's last sequence is never this order's
+            await js.publish(f"o{tag}.evt.other", json.dumps({"type": "item_added"}).encode())
             got = await call_learner(execute, ljs, stream, subject, {"id": cmd}, decide,
                                      what=f"execute(js, stream, subject, {{'id': {cmd!r}}}, decide)", hints=hints)
             msgs = await _stream_msgs(js, stream, subject)
