@@ -65,8 +65,11 @@ def reload(srv, text: str | None = None, timeout: float = 15.0) -> str:
     until_sync(done, f"{srv.name} to reload its configuration", timeout=timeout, every=0.05)
     new = srv.logs()[start:]
     if _reloads(srv) <= before:
-        raise NatslabError(f"{srv.name} refused the new configuration.", "read the [ERR] line below.",
-                           details="\n".join(l for l in new.splitlines() if "ERR" in l)[-600:])
+        errs = [l.split("[ERR] ", 1)[1] for l in new.splitlines() if "[ERR] " in l]
+        raise NatslabError(f"{srv.name} refused the new configuration: {errs[-1] if errs else 'see its log'}",
+                           "the server keeps running on its old config. Correct the file and reload again; "
+                           "a setting a reload cannot change (a lower JetStream limit, "
+                           "listen ports; a new cluster name is ignored) needs a restart of that server.")
     return new
 
 
