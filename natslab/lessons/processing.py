@@ -94,6 +94,8 @@ def plot_breaker(calls: Sequence[Mapping], *, title: str = "circuit breaker"):
             ax.scatter(*zip(*pts), s=16, color=colour, label=outcome, zorder=3)
     for state, colour in _STATE_COLOURS.items():
         ax.bar(0, 0, color=colour, label=f"state: {state}")
+    top = max((c["latency"] * 1000 for c in calls), default=1.0)
+    ax.set_ylim(-0.05 * top, 1.6 * top)      # room above the points for the legend
     ax.set_xlabel("seconds")
     ax.set_ylabel("call latency (ms)")
     ax.set_title(title)
