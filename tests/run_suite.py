@@ -28,7 +28,7 @@ PY = sys.executable
 WORKERS = os.environ.get("NATSLAB_TEST_WORKERS", "2").strip() or "0"
 PARALLEL = ["-n", WORKERS, "--dist", "loadfile"] if WORKERS != "0" else []
 NBVAL = ["-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-cell-timeout=240",
-         "--timeout=900", *PARALLEL, "notebooks", "solutions"]
+         "--timeout=900", *PARALLEL, "notebooks", "solutions", "WORKSHOP.ipynb"]
 
 
 def banner(text: str) -> None:
