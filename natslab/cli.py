@@ -153,10 +153,15 @@ def main(argv=None) -> int:
     if args.command == "class":
         from .workshop.console import run_class
 
-        return run_class(args.learners, name=args.name, directory=args.dir, size=args.size, backend=args.backend)
+        return until_stopped(lambda: run_class(args.learners, name=args.name, directory=args.dir, size=args.size,
+                                               backend=args.backend))
+    return until_stopped(lambda: run_console(start_topology(args.topology, args.size, args.backend)))
+
+
+def until_stopped(console) -> int:
+    """Run a console until it ends (quit, Ctrl-D, Ctrl-C); every server stops; a course error is one line."""
     try:
-        servers = start_topology(args.topology, args.size, args.backend)
-        run_console(servers)
+        console()
     except NatslabError as exc:
         print(f"natslab: {exc}", file=sys.stderr)
         return 1

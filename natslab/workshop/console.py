@@ -22,7 +22,6 @@ import sys
 
 from ..cli import server_command, status_line
 from ..errors import NatslabError
-from ..runtime import session
 from .classroom import Classroom
 
 
@@ -77,8 +76,8 @@ async def _console(room: Classroom, stdin, out) -> None:
 
 
 def run_class(learners, *, name: str = "class", directory=None, size: int = 3, backend=None,
-              stdin=sys.stdin, out=sys.stdout) -> int:
-    """Start the class, run the console until quit, stop everything; returns the exit status."""
+              stdin=sys.stdin, out=sys.stdout) -> None:
+    """Start the class and run its console until quit; the class stops with it."""
     async def main() -> None:
         room = await Classroom.start(learners, name=name, directory=directory, size=size, backend=backend)
         try:
@@ -86,13 +85,4 @@ def run_class(learners, *, name: str = "class", directory=None, size: int = 3, b
         finally:
             await room.stop()
 
-    try:
-        asyncio.run(main())
-    except NatslabError as exc:
-        print(f"natslab: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        session.stop_all()
-    return 0
+    asyncio.run(main())
