@@ -143,20 +143,31 @@ def break_pause(srv) -> Broken:
                                    "(connect and HTTP time out)", undo=srv.resume)
 
 
+def _users(conf: dict):
+    yield from (conf.get("authorization") or {}).get("users", [])
+    for account in (conf.get("accounts") or {}).values():
+        yield from account.get("users", [])
+
+
 def break_permission(srv, user: str, subject: str) -> Broken:
-    """Take publish permission on ``subject`` away from ``user`` (config reload, clients stay)."""
-    auth = srv.extra.setdefault("authorization", {})
-    for u in auth.get("users", []):
+    """Take publish permission on ``subject`` away from ``user`` (a deny rule; config reload, so
+    clients stay connected).  ``undo()`` removes the rule and reloads again."""
+    for u in _users(srv.extra):
         if u.get("user") == user:
-            perms = u.setdefault("permissions", {}).setdefault("publish", {})
-            deny = list(perms.get("deny", []))
-            perms["deny"] = deny + [subject]
+            publish = u.setdefault("permissions", {}).setdefault("publish", {})
+            publish["deny"] = list(publish.get("deny", [])) + [subject]
             break
     else:
-        raise NatslabError(f"{srv.name} has no user {user!r} in its authorization block.",
-                           "start the server with config={'authorization': {'users': [...]}}.")
+        raise NatslabError(f"{srv.name} has no user {user!r} in its config.",
+                           "start the server with users in config={'authorization': ...} or {'accounts': ...}.")
+
+    def undo():
+        publish["deny"].remove(subject)
+        if not publish["deny"]:
+            del publish["deny"]
+        reload(srv)
     reload(srv)
-    return Broken("not_authorized", f"user {user!r} may no longer publish to {subject!r} (reloaded)")
+    return Broken("not_authorized", f"user {user!r} may no longer publish to {subject!r} (reloaded)", undo=undo)
 
 
 async def break_responders(sub) -> Broken:
@@ -175,14 +186,15 @@ def break_client_tls(srv, server_cert, timeout: float = 30.0) -> Broken:
 
 # ------------------------------------------------------------------------------ server-side faults
 async def break_slow_consumer(srv, pub, subject: str, name: str = "stuck-reader",
-                              max_messages: int = 40_000, size: int = 8192) -> Broken:
+                              max_messages: int = 40_000, size: int = 8192, user: str | None = None,
+                              password: str | None = None) -> Broken:
     """A subscriber that stops reading while ``pub`` keeps publishing: the server cuts it off.
 
     Bounded: at most ``max_messages`` are sent, and sending stops as soon as /varz counts it.
     Works fastest on a server with a small ``max_pending`` (e.g. 256KB) and ``write_deadline``.
     """
     before = srv.monitor("varz").get("slow_consumers", 0)
-    raw = await asyncio.to_thread(RawClient, srv, subject, name)
+    raw = await asyncio.to_thread(RawClient, srv, subject, name, user=user, password=password)
     sent = 0
     try:
         while srv.monitor("varz").get("slow_consumers", 0) <= before and sent < max_messages:
@@ -229,18 +241,18 @@ async def fill_storage(js, subject: str, size: int = 4096, max_messages: int = 5
                        "shrink max_file_store first (break_storage).")
 
 
-async def break_memory(srv, subject: str, pub, messages: int = 2000, size: int = 16384,
-                       name: str = "hoarder") -> tuple[Broken, RawClient]:
+async def break_memory(srv, subject: str, pub, messages: int = 1000, size: int = 16384,
+                       name: str = "hoarder", user: str | None = None, password: str | None = None) -> Broken:
     """Memory growth: a client that stops reading under a generous max_pending; the server buffers
-    what it owes that client.  Returns the Broken and the RawClient (close it to release memory)."""
-    raw = await asyncio.to_thread(RawClient, srv, subject, name)
+    what it owes that client.  ``undo()`` closes that client (the server frees its buffer)."""
+    raw = await asyncio.to_thread(RawClient, srv, subject, name, user=user, password=password)
     for i in range(messages):
         await pub.publish(subject, b"m" * size)
         if i % 200 == 199:
             await pub.flush()
     await pub.flush()
     return Broken("memory_growth", f"{name} reads nothing; the server buffers {messages} x {size} B for it",
-                  undo=raw.close), raw
+                  undo=raw.close)
 
 
 # ------------------------------------------------------------------------------ topology faults
@@ -308,6 +320,23 @@ def cluster_with_leaf(cluster_name: str = "core", leaf_user: str = "edge", leaf_
         _wait_for("the leaf node did not connect", lambda: leaf.monitor("leafz").get("leafnodes", 0) >= 1,
                   nodes + [leaf], timeout)
         return group, {s.name: s for s in nodes + [leaf]}
+    except BaseException:
+        group.close()
+        raise
+
+
+def server_with_profiling(name: str = "profiled", backend: str | None = None, **settings):
+    """A server with its profiling port open (``prof_port``); ``srv.prof_url`` is its address
+    (``/debug/pprof/``).  Like every natslab port it listens on 127.0.0.1 only."""
+    from ..runtime import session
+    from ..runtime.server import Server
+
+    group = session.ServerGroup("server", backend)
+    try:
+        srv = Server(group, name, jetstream=False, roles=("prof",), extra=settings)
+        srv.extra["prof_port"] = srv.ports["prof"]
+        srv.prof_url = f"http://127.0.0.1:{srv.ports['prof']}"
+        return srv.start()
     except BaseException:
         group.close()
         raise
