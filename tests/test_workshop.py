@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nats
@@ -153,6 +152,7 @@ def test_revocation_and_credentials_that_do_not_work(tmp_path):
                                          max_reconnect_attempts=2, reconnect_time_wait=0.2)
             await room.revoke("carol")
             await asyncio.wait_for(dropped.wait(), 20)            # the server disconnected her
+            assert watcher.is_closed
             with pytest.raises(natslab.NatslabError, match="did not let carol in"):
                 await join(room.learner_file("carol"))
             # a file whose JWT is dave's but whose seed is not dave's key
