@@ -138,3 +138,16 @@ def test_helm_values_pin_the_course_version():
         values = yaml.safe_load(f.read_text())
         assert values["container"]["image"]["tag"] == f"{PINNED_VERSION}-alpine", f.name
         assert values["config"]["monitor"]["enabled"] is True, f.name
+
+
+@pytest.mark.parametrize("topology", deploy.TOPOLOGIES)
+def test_the_same_topology_with_natslab(topology):
+    """What the lesson runs where Compose cannot: natslab servers under the services' names,
+    checked the same way (on whichever backend the suite runs)."""
+    run = deploy.run_with_natslab(topology)
+    try:
+        seen = run.check(quiet=True)
+        assert set(seen["servers"]) == set(run.services)
+        assert seen["across"][2] == "hello across"
+    finally:
+        run.down()

@@ -281,6 +281,11 @@ class Project:
     def logs(self, service: str) -> str:
         return self.compose("logs", "--no-color", service, check=False)
 
+    def stop(self, service: str, timeout: float = 60.0) -> None:
+        """``compose stop <service>``: Docker sends the stop_signal (SIGUSR2: lame duck mode) and
+        waits up to stop_grace_period before it kills."""
+        self.compose("stop", service, timeout=timeout + 30)
+
     # -- bring up, check, take down -----------------------------------------------------------
     def _watch(self) -> None:
         """Start the watcher that runs ``compose down -v`` if this process dies first."""
@@ -441,6 +446,12 @@ class NatslabRun:
 
     def logs(self, service: str) -> str:
         return self.servers[service].logs()
+
+    def stop(self, service: str, timeout: float = 60.0) -> None:
+        """Lame duck mode (SIGUSR2), as Compose's stop_signal sends, then wait for the exit."""
+        srv = self.servers[service]
+        srv.lame_duck()
+        until_sync(lambda: not srv.running, f"{service} to leave after lame duck mode", timeout=timeout)
 
     def check(self, timeout: float = 60.0, quiet: bool = False) -> dict:
         return check(self, timeout, quiet)
