@@ -92,6 +92,13 @@ async def _ask(chk, subject: str, data: bytes = b"", timeout: float = 3.0):
         return None
 
 
+async def _reply(chk, subject: str) -> bytes:
+    msg = await _ask(chk, subject)
+    expect(msg is not None, f"the service answered PING but not {subject}.", expected="a reply", seen="no reply",
+           hint="let nats.micro answer the $SRV requests: don't stop the service or unsubscribe its subjects.")
+    return msg.data
+
+
 async def _check_service(srv, chk, name, subject, svc) -> str:
     await interest(srv, f"$SRV.PING.{name}", timeout=5)
     ping = await _ask(chk, f"$SRV.PING.{name}")
@@ -102,7 +109,7 @@ async def _check_service(srv, chk, name, subject, svc) -> str:
     ping = _json(ping.data, "the PING reply")
     expect(ping.get("name") == name, "the service answering PING has another name.", expected=name,
            seen=ping.get("name"), hint="use the name the check passes you as the service's name.")
-    info = _json((await _ask(chk, f"$SRV.INFO.{name}")).data, "the INFO reply")
+    info = _json(await _reply(chk, f"$SRV.INFO.{name}"), "the INFO reply")
     subjects = [e.get("subject") for e in info.get("endpoints") or []]
     expect(subject in subjects, "the service's INFO lists no endpoint on the subject it was given.",
            expected=f"an endpoint with subject {subject!r}", seen=subjects or "no endpoints",
@@ -133,7 +140,7 @@ async def _check_service(srv, chk, name, subject, svc) -> str:
            expected="header Nats-Service-Error-Code: 400", seen=bad.headers or bad.data[:80],
            hint="a service error travels in the Nats-Service-Error and Nats-Service-Error-Code headers: "
                 "send it with req.respond_error(code, description), not in the JSON body.")
-    stats = _json((await _ask(chk, f"$SRV.STATS.{name}")).data, "the STATS reply")
+    stats = _json(await _reply(chk, f"$SRV.STATS.{name}"), "the STATS reply")
     counted = sum(e.get("num_requests", 0) for e in stats.get("endpoints") or [] if e.get("subject") == subject)
     expect(counted == calls + 1, "the service's STATS do not count the check's requests to the endpoint.",
            expected=f"num_requests {calls + 1}", seen=f"num_requests {counted}",
@@ -500,7 +507,8 @@ async def saga(place_order):
                    hint="return \"completed\" when every step succeeded, \"compensated\" after undoing.")
             for i, step in enumerate(s for s in STEPS if (order, s) in svc.saw_state):
                 state = svc.saw_state[(order, step)]
-                expect(isinstance(state, dict) and state.get("done") == list(STEPS[:i]),
+                expect(isinstance(state, dict) and state.get("done") == list(STEPS[:i])
+                       and state.get("status") == "running",
                        f"when the {step} request arrived, the saga state in KV did not list the steps done so far.",
                        expected={"done": list(STEPS[:i]), "status": "running"}, seen=state,
                        hint="persist the saga's progress before each step: kv.put(order_id, json.dumps({\"done\": "
@@ -691,23 +699,37 @@ async def leader(lead):
             killed: list[str] = []
             for phase in range(3):
                 start = len(crew.acts)
+                if phase:  # after a kill: the dead leader's claim expires within ttl, then someone claims it
+                    def took_over():
+                        crew.trouble()
+                        return any(a[0] not in killed for a in crew.acts[start:])
+                    try:
+                        await until(took_over, "a new leader", timeout=2 * ttl + 4, every=0.1)
+                    except WaitTimeout:
+                        crew.trouble()
+                        raise Mismatch("no worker took over after the leader was killed.",
+                                       expected="another worker acting within a few TTLs",
+                                       seen=f"no action in {2 * ttl + 4:.0f} s",
+                                       hint="a worker that fails to claim must keep trying: the key of a dead "
+                                            "leader disappears after the TTL and can be created again.") from None
+                # the first leader acts for longer than the TTL: an unrefreshed claim would expire meanwhile
+                need, span = (6, 1.5 * ttl) if phase == 0 else (3, 0.0)
 
                 def progress():
                     crew.trouble()
                     new = [a for a in crew.acts[start:] if a[0] not in killed]
-                    return new and len(new) >= 6 and new[-1][1] - new[0][1] >= 1.5 * ttl
+                    return len(new) >= need and new[-1][1] - new[0][1] >= span
 
                 try:
                     await until(progress, "a leader acting", timeout=6 * ttl + 10, every=0.1)
                 except WaitTimeout:
                     crew.trouble()
-                    new = crew.acts[start:]
-                    raise Mismatch("no worker took over after the leader was killed." if phase else
-                                   "no worker became leader and acted.", expected="a worker acting every ttl/4 s",
-                                   seen=f"{len(new)} actions in {6 * ttl + 10:.0f} s",
-                                   hint="a worker that fails to claim must keep trying: the key of a dead leader "
-                                        "disappears after the TTL and can be created again." if phase else
-                                        "claim the leader key with kv.create, then call act() about every ttl/4 s.")
+                    raise Mismatch("no worker became leader and acted." if phase == 0 else
+                                   "the new leader did not keep acting.",
+                                   expected=f"a worker acting about every ttl/4 s",
+                                   seen=f"{len(crew.acts) - start} actions in {6 * ttl + 10:.0f} s",
+                                   hint="claim the leader key with kv.create, then call act() about every ttl/4 s "
+                                        "while you hold it.") from None
                 _no_overlap(crew, killed)
                 if phase < 2:
                     current = crew.acts[-1][0]
@@ -903,7 +925,7 @@ async def windows(aggregate):
                  "threshold: state, opened_at = \"open\", now; return None"))
 async def breaker(make_breaker):
     tag = token(4)
-    subject, threshold, cooldown = f"b{tag}.inventory.check", 3, 2.0
+    subject, threshold, cooldown = f"b{tag}.inventory.check", 3, 1.0
     async with scratch_server(jetstream=False) as srv, client(srv) as chk, learner_client(srv) as nc:
         reached: list[tuple[float, str]] = []
         state = {"mode": "ok", "plan": []}
@@ -964,7 +986,7 @@ async def breaker(make_breaker):
         opened = len(reached)
         for _ in range(10):
             await one(False)
-        _open_quiet(reached, opened, cooldown, "after three consecutive failures")
+            _open_quiet(reached, opened, cooldown, "after three consecutive failures")
         await asyncio.sleep(cooldown + 0.5)
         before = len(reached)
         await one(False)
@@ -974,7 +996,7 @@ async def breaker(make_breaker):
         probe = len(reached)
         for _ in range(5):
             await one(False)
-        _open_quiet(reached, probe, cooldown, "after a failed probe")
+            _open_quiet(reached, probe, cooldown, "after a failed probe")
         # healed: the next probe succeeds and the circuit closes
         state["mode"] = "ok"
         await asyncio.sleep(cooldown + 0.5)
@@ -1065,25 +1087,35 @@ async def backpressure(consume):
             with contextlib.suppress(Exception):
                 return await js.consumer_info(stream, durable)
 
-        async def stuck():  # everything delivered and acknowledged, yet some job never handled: lost for good
-            if run.done():
+        def big_batch():
+            return any(not isinstance(b, int) or b > 10 for b in batches)
+
+        async def settled():  # finished, or nothing left for the server to deliver or to wait an ack for
+            if run.done() or big_batch():
                 return True
             ci = await info()
             return (ci is not None and ci.num_pending == 0 and ci.num_ack_pending == 0
-                    and flood["task"] is not None and flood["task"].done() and len(set(done)) < total)
+                    and flood["task"] is not None and flood["task"].done())
 
         try:
-            await until(stuck, "consume to finish", timeout=120, every=0.5, error=False)
-            if not run.done():
-                await asyncio.sleep(1.0)
-                if not run.done() and await stuck():
-                    missing = sorted(flaky - set(done))
+            await until(settled, "consume to finish", timeout=120, every=0.5, error=False)
+            if not run.done() and not big_batch():
+                await asyncio.wait({run}, timeout=5)
+            if not run.done() and not big_batch():
+                missing = sorted(set(f"job-{i}" for i in range(total)) - set(done))
+                if missing and set(missing) <= flaky and await settled():
                     raise Mismatch("messages whose handler failed were acknowledged anyway: they are lost.",
                                    expected=f"{total} jobs handled", seen=f"never handled: {missing}",
                                    hint="acknowledge a message only after handle(data) returned; when it raises, "
                                         "nak it (msg.nak()) so the server delivers it again.")
-                await asyncio.wait({run}, timeout=120)
-            got = run.result() if run.done() else None
+                raise Mismatch("consume did not return." if not missing else
+                               "consume is still running, but some jobs were never handled.",
+                               expected=f"it returns once {total} jobs were handled",
+                               seen=f"{len(set(done))} jobs handled" + (f", missing {missing[:5]}" if missing else ""),
+                               hint="count the messages handled successfully and return when they reach total; "
+                                    "keep fetching until then.")
+            if run.done():
+                run.result()  # the learner's own failure, as a verdict
         finally:
             if not run.done():
                 run.cancel()
@@ -1092,7 +1124,6 @@ async def backpressure(consume):
             if flood["task"] is not None:
                 with contextlib.suppress(BaseException):
                     await flood["task"]
-        del got
         ci = await info()
         expect(ci is not None, f"there is no consumer named {durable} on the stream.", expected=durable,
                seen="no such consumer", hint="create a durable pull consumer with the name the check passes.")
