@@ -517,3 +517,96 @@ def test_8_7_wrong_restored_on_the_source():
         meta, chunks = await _snapshot(src, stream)
         await src.close()
     fails("8.7", backup, says=("no stream", "target server"))
+
+
+# ------------------------------------------------------------------------------------- 8.8
+async def _all_healthy_and_current(nodes, js, stream) -> bool:
+    for n in nodes:
+        if _get(n.monitor_url + "/healthz", timeout=2).get("status") != "ok":
+            return False
+    info = await js.stream_info(stream)
+    reps = info.cluster.replicas or []
+    return bool(info.cluster.leader) and len(reps) == 2 and all(r.current for r in reps)
+
+
+def test_8_8_correct_reverse_order_sleep_loop():
+    async def upgrade(nodes, target, url, stream):
+        nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        js = nc.jetstream()
+        for node in reversed(nodes):
+            await node.stop()
+            node.switch_release(target)
+            await node.start()
+            for _ in range(300):
+                try:
+                    if await _all_healthy_and_current(nodes, js, stream):
+                        break
+                except Exception:
+                    pass
+                await asyncio.sleep(0.2)
+        await nc.close()
+    passes("8.8", upgrade)
+
+
+def test_8_8_correct_jsz_per_node_and_until():
+    async def upgrade(nodes, target, url, stream):
+        def ready():
+            for n in nodes:
+                try:
+                    if natslab.monitor(n.monitor_url, "healthz").get("status") != "ok":
+                        return False
+                    jsz = natslab.monitor(n.monitor_url, "jsz")
+                except OSError:
+                    return False
+                if not (jsz.get("meta_cluster") or {}).get("leader"):
+                    return False
+            for n in nodes:  # the stream leader's view of its replicas
+                jsz = natslab.monitor(n.monitor_url, "jsz", accounts=True, streams=True)
+                for acc in jsz.get("account_details") or []:
+                    for s in acc.get("stream_detail") or []:
+                        cl = s.get("cluster") or {}
+                        if s["name"] == stream and cl.get("leader") == n.name:
+                            reps = cl.get("replicas") or []
+                            return len(reps) == 2 and all(r.get("current") for r in reps)
+            return False
+        for node in nodes:
+            await node.stop()
+            node.switch_release(target)
+            await node.start()
+            await natslab.until(ready, "caught up", timeout=60, retry=(OSError, KeyError))
+    passes("8.8", upgrade)
+
+
+def test_8_8_wrong_all_at_once():
+    async def upgrade(nodes, target, url, stream):
+        for node in nodes:
+            await node.stop()
+        for node in nodes:
+            node.switch_release(target)
+        for node in nodes:
+            await node.start()
+    fails("8.8", upgrade, says=("stopped too", "majority"))
+
+
+def test_8_8_wrong_rolling_without_waiting():
+    async def upgrade(nodes, target, url, stream):
+        for node in nodes:
+            await node.stop()
+            node.switch_release(target)
+            await node.start()
+        await asyncio.sleep(3)
+    fails("8.8", upgrade, says=("not caught up", "wait until every node"))
+
+
+def test_8_8_wrong_forgets_the_last_node():
+    async def upgrade(nodes, target, url, stream):
+        nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        js = nc.jetstream()
+        for node in nodes[:-1]:
+            await node.stop()
+            node.switch_release(target)
+            await node.start()
+            await natslab.until(lambda: _all_healthy_and_current(nodes, js, stream), "caught up", timeout=60,
+                                retry=(Exception,))
+        await nc.close()
+    fails("8.8", upgrade, says=("still runs another release", "upgrade every node"))

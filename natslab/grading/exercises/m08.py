@@ -513,3 +513,155 @@ async def _second_server():
         yield srv
     finally:
         await asyncio.to_thread(srv.group.close)
+
+
+# ------------------------------------------------------------------------------------- 8.8
+FROM_RELEASE, TO_RELEASE = "2.14.6", "2.15.1"
+
+
+class UpgradeNode:
+    """One cluster node as an operator drives it during an upgrade (exercise 8.8).
+
+    ``await node.stop()`` (graceful), ``node.switch_release("2.15.1")`` (while stopped), ``await
+    node.start()`` (returns once the process runs, as ``systemctl start`` does: it does NOT wait for
+    the node to be healthy or caught up).  ``name``, ``url``, ``monitor_url`` and ``release``
+    (what the node runs) are there to check.  Every stop is watched: the rest of the cluster must
+    be healthy and every replica of the stream current at that moment.
+    """
+
+    def __init__(self, srv, watch):
+        self._srv, self._watch = srv, watch
+        self.name, self.url, self.monitor_url = srv.name, srv.url, srv.monitor_url
+
+    @property
+    def release(self) -> str:
+        return self._srv.release
+
+    async def stop(self) -> None:
+        await self._watch(self._srv)
+        await asyncio.to_thread(self._srv.stop)
+
+    def switch_release(self, release: str) -> None:
+        self._srv.switch_release(release)
+
+    async def start(self) -> None:
+        from ...runtime.monitor import NOT_ANSWERING
+        srv = self._srv
+
+        def up():
+            if not srv.running:
+                srv.launch()
+            return srv.running and srv.monitor("varz", timeout=2)
+        await until(lambda: asyncio.to_thread(up), f"{srv.name} to start", timeout=30, retry=NOT_ANSWERING)
+
+    def __repr__(self) -> str:
+        return f"<UpgradeNode {self.name} {self.url}>"
+
+
+async def _replicas_current(js, stream) -> tuple[bool, str]:
+    try:
+        info = await js.stream_info(stream)
+    except Exception as exc:
+        return False, f"the stream did not answer ({type(exc).__name__})"
+    cl = info.cluster
+    if cl is None or not cl.leader:
+        return False, "the stream had no leader"
+    behind = [r.name for r in cl.replicas or [] if not r.current]
+    if len(cl.replicas or []) < 2 or behind:
+        return False, f"replica(s) {', '.join(behind) or 'missing'} not current"
+    return True, ""
+
+
+@exercise("8.8", "upgrade a cluster without losing a message",
+          hints=("a rolling upgrade takes one node at a time, and takes the next only when the previous is "
+                 "back, healthy and caught up, so the stream never loses its majority (lesson 08.4).",
+                 "for each node: await node.stop(); node.switch_release(target); await node.start(); then wait "
+                 "until every node's /healthz is ok and js.stream_info(stream).cluster shows every replica "
+                 "current (natslab.until).",
+                 "for n in nodes: await n.stop(); n.switch_release(target); await n.start(); await "
+                 "natslab.until(lambda: all_healthy_and_current(), 'caught up', timeout=60)"))
+async def rolling_upgrade(upgrade):
+    stream = f"PAYMENTS_{token(4).upper()}"
+    subject = f"pay{stream[-4:].lower()}"
+    c = await asyncio.to_thread(cluster, 3, name=f"up{token(3)}", release=FROM_RELEASE, replace=False)
+    try:
+        async with client(c.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2) as nc:
+            js = nc.jetstream(timeout=3)
+            await js.add_stream(name=stream, subjects=[f"{subject}.>"], num_replicas=3)
+            await _wait(lambda: _replicas_current(js, stream), "the stream's replicas to be current", retry=())
+            acked: list[bytes] = []
+            stop = asyncio.Event()
+
+            async def publisher():
+                i = 0
+                while not stop.is_set() and i < 5000:
+                    data = f"payment {i}".encode()
+                    try:
+                        await js.publish(f"{subject}.in", data, headers={"Nats-Msg-Id": data.decode()})
+                        acked.append(data)
+                        i += 1
+                    except Exception:
+                        pass
+                    await asyncio.sleep(0.05)
+            pub = asyncio.ensure_future(publisher())
+            await _wait(lambda: len(acked) >= 5, "the first payments")
+            problems: list[str] = []
+
+            async def watch(srv):
+                others = [s for s in c.servers if s is not srv]
+                down = [s.name for s in others if not s.running]
+                if down:
+                    problems.append(f"you stopped {srv.name} while {', '.join(down)} was stopped too: the stream "
+                                    "lost its majority")
+                    return
+                unhealthy = []
+                for s in others:
+                    try:
+                        if s.monitor("healthz", timeout=2).get("status") != "ok":
+                            unhealthy.append(s.name)
+                    except OSError:
+                        unhealthy.append(s.name)
+                ok, why = await _replicas_current(js, stream)
+                if unhealthy or not ok:
+                    problems.append(f"you stopped {srv.name} while " + (
+                        f"{', '.join(unhealthy)} was not healthy yet" if unhealthy else why) + " (not caught up)")
+            nodes = [UpgradeNode(s, watch) for s in c.servers]
+            try:
+                await call_learner(upgrade, nodes, TO_RELEASE, c.url, stream,
+                                   what="upgrade(nodes, target, url, stream)", timeout=180,
+                                   hints={"NatslabError": "a natslab call refused: switch a release only while "
+                                                          "the node is stopped (await node.stop() first)."})
+            finally:
+                stop.set()
+                await pub
+            down = [s.name for s in c.servers if not s.running]
+            expect(not down, f"{', '.join(down)} is not running after your upgrade.", expected="all three nodes running",
+                   seen=f"{down} stopped", hint="start every node again after switching its release (await node.start()).")
+            expect(not problems, problems[0] if problems else "", expected="one node down at a time, the next only "
+                   "when the cluster is healthy and every replica current", seen=f"{len(problems)} unsafe stop(s)",
+                   hint="between two nodes, wait until every node's /healthz is ok and the stream's replicas are "
+                        "all current; stopping a node before that risks the stream's majority and acknowledged data.")
+            versions = {s.name: s.release for s in c.servers}
+            old = [n for n, v in versions.items() if v != TO_RELEASE]
+            expect(not old, f"{', '.join(old)} still runs another release than {TO_RELEASE}.",
+                   expected=f"every node on {TO_RELEASE}", seen=versions,
+                   hint="upgrade every node: stop, switch_release(target), start.")
+            await _wait(lambda: _replicas_current(js, stream), "the stream's replicas to be current", retry=(),
+                        timeout=60)
+            info = await js.stream_info(stream)
+            stored = set()
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                try:
+                    stored.add((await js.get_msg(stream, seq)).data)
+                except nats.js.errors.NotFoundError:
+                    pass
+            lost = [d for d in acked if d not in stored]
+            expect(not lost, f"{len(lost)} acknowledged payment(s) are missing from the stream after the upgrade.",
+                   expected=f"all {len(acked)} acknowledged payments", seen=f"first missing: {lost[:1]}",
+                   hint="an acknowledged message may be lost only if a majority of replicas went away; take one node "
+                        "at a time and let it catch up.")
+            return (f"all three nodes run {TO_RELEASE}; each stop happened with the rest of the cluster healthy and "
+                    f"the stream's replicas current; all {len(acked)} payments acknowledged during the upgrade are "
+                    "in the stream.")
+    finally:
+        await asyncio.to_thread(c.close)
