@@ -53,20 +53,10 @@ class Timeline:
     def holding(self, who: str) -> Interval | None:
         return next((i for i in self.intervals if i.who == who and i.end is None), None)
 
-    def holders(self, at: float | None = None) -> list[str]:
-        """Who held the role at time ``at`` (now by default)."""
-        at = time.time() if at is None else at
-        return [i.who for i in self.intervals if i.start <= at and (i.end is None or at < i.end)]
-
     def overlaps(self) -> list[tuple[Interval, Interval]]:
         """Every pair of intervals of different participants that overlap in time."""
         return [(a, b) for n, a in enumerate(self.intervals) for b in self.intervals[n + 1:]
                 if a.who != b.who and a.overlaps(b)]
-
-    def gaps(self) -> list[float]:
-        """Seconds between one interval's end and the next interval's start (the time with no holder)."""
-        ordered = sorted(self.intervals, key=lambda i: i.start)
-        return [round(b.start - a.end, 3) for a, b in zip(ordered, ordered[1:]) if a.end is not None and b.start >= a.end]
 
     def table(self) -> Table:
         """One row per interval, in seconds since the timeline began."""
