@@ -897,6 +897,9 @@ async def windows(aggregate):
             elif late == 0 and want_late:
                 why = ("late events were counted into their windows: drop an event whose window ended before the "
                        "watermark (highest ts seen so far minus lateness), and count it as late.")
+            elif late > want_late:
+                why = ("an out-of-order event that is not late still counts in its own window; only events whose "
+                       "window ended before the watermark are dropped.")
             elif sum(totals.values()) < sum(want.values()) and len(totals) < len(want):
                 why = "windows are missing: read every event of the stream (more than one fetch's worth)."
             else:
