@@ -229,8 +229,8 @@ def _pair(got):
                  "you loaded it, otherwise load again, decide again and retry (lesson 07_3).",
                  "js.publish(subject, data, headers={\"Nats-Expected-Last-Subject-Sequence\": str(last)}); a "
                  "conflict raises nats.js.errors.BadRequestError with err_code 10071.",
-                 "for _ in range(5):\n    events, last = await load(js, stream, subject)\n    event = decide(events, "
-                 "command)\n    try: return (await js.publish(subject, json.dumps(event).encode(), headers={"
+                 "for _ in range(5):\n    events, last = await load(js, stream, subject)\n    event = await "
+                 "decide(events, command)\n    try: return (await js.publish(subject, json.dumps(event).encode(), headers={"
                  "\"Nats-Expected-Last-Subject-Sequence\": str(last)})).seq\n    except BadRequestError as e:\n"
                  "        if e.err_code != 10071: raise"))
 async def append_event(execute):
@@ -270,8 +270,8 @@ async def append_event(execute):
             got = await call_learner(execute, ljs, stream, subject, {"id": cmd}, decide,
                                      what=f"execute(js, stream, subject, {{'id': {cmd!r}}}, decide)", hints=hints)
             msgs = await _stream_msgs(js, stream, subject)
-            events = [json.loads(m.data) for m in msgs]
-            numbers = [e["n"] for e in events]
+            events = [_json(m.data, f"the event at stream sequence {m.seq}") for m in msgs]
+            numbers = [e.get("n") if isinstance(e, dict) else e for e in events]
             mine = [m for m, e in zip(msgs, events) if e.get("by") == cmd]
             expect(numbers == list(range(1, len(numbers) + 1)),
                    "the order's events are no longer numbered 1, 2, 3, ...: an append was decided on a stale state "
