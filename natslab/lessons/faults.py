@@ -170,10 +170,20 @@ def break_permission(srv, user: str, subject: str) -> Broken:
     return Broken("not_authorized", f"user {user!r} may no longer publish to {subject!r} (reloaded)", undo=undo)
 
 
-async def break_responders(sub) -> Broken:
-    """The service is gone: its subscription ends, so requests meet no responders."""
+async def break_responders(sub, srv=None, account: str | None = None) -> Broken:
+    """The service is gone: its subscription ends, so requests meet no responders.
+
+    With ``srv`` (and the subscriber's ``account`` where there are accounts), return only once the
+    server itself no longer routes the subject to anyone (a request sent sooner could still reach
+    the old subscription and time out instead)."""
+    from ..runtime.waiting import until
+
     subject = sub.subject
     await sub.unsubscribe()
+    if srv is not None:
+        where = {"acc": account} if account else {}
+        await until(lambda: not srv.monitor("subsz", subs=True, test=subject, **where).get("total"),
+                    f"the server to drop the subscription to {subject!r}", timeout=15)
     return Broken("no_responders", f"nobody subscribes to {subject!r} any more")
 
 
@@ -231,12 +241,22 @@ def break_storage(srv, limit: str = "1MB", timeout: float = 30.0) -> Broken:
 
 
 async def fill_storage(js, subject: str, size: int = 4096, max_messages: int = 5000) -> int:
-    """Publish until JetStream refuses (its storage is full); return how many were stored."""
-    for i in range(max_messages):
+    """Publish until JetStream refuses (its storage is full); return how many were acknowledged.
+
+    A publish that merely times out (a busy machine) is tried again; a refusal ends the filling."""
+    import nats
+
+    stored = timeouts = 0
+    for _ in range(max_messages):
         try:
             await js.publish(subject, b"f" * size, timeout=2)
+            stored += 1
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            timeouts += 1
+            if timeouts > 20:
+                return stored
         except Exception:
-            return i
+            return stored
     raise NatslabError(f"JetStream stored {max_messages} messages without running out of storage.",
                        "shrink max_file_store first (break_storage).")
 

@@ -123,7 +123,7 @@ async def diagnose_client(diagnose):
             elif fault == "not_authorized":
                 await asyncio.to_thread(faults.break_permission, srv, "app", subject)
             else:
-                await faults.break_responders(sub)
+                await faults.break_responders(sub, srv)
             try:
                 yield scene
             finally:
@@ -171,24 +171,17 @@ async def diagnose_server(diagnose):
             psub = await js.pull_subscribe("orders.>", durable="shipper")
             for m in await psub.fetch(20, timeout=5):
                 await m.ack_sync()
-            feed = await nc.subscribe("feed.prices", cb=_drop)
-            await nc.flush()
             if fault == "slow_consumer":
                 await faults.break_slow_consumer(srv, nc, "feed.prices")
             elif fault == "consumer_lag":
                 await faults.break_consumer_lag(js, "orders.new", n=300)
             else:
                 await faults.fill_storage(js, "audit.log")
-            await feed.unsubscribe()
             yield {"url": srv.url, "monitor_url": srv.monitor_url, "logs": srv.logs,
                    "stream": "ORDERS", "consumer": "shipper"}
 
     order = await _rounds(diagnose, SERVER_LABELS, build, "diagnose_server(scene)", SERVER_SYMPTOMS)
     return f"{len(order)} rounds, each fault once in a random order ({', '.join(order)}): every one diagnosed."
-
-
-async def _drop(msg):
-    pass
 
 
 # ------------------------------------------------------------------------------------- 8.3
@@ -346,7 +339,8 @@ async def storage_room(fix_storage):
         js = nc.jetstream()
         await js.add_stream(name=stream, subjects=[f"ev{stream[-4:]}.>"])
         subject = f"ev{stream[-4:]}.log"
-        stored = await faults.fill_storage(js, subject)
+        await faults.fill_storage(js, subject)
+        stored = (await js.stream_info(stream)).state.messages  # the server's count, whatever a timeout hid
         cid = nc.client_id
         ops = faults.Ops(srv)
         await call_learner(fix_storage, ops, stream, what="fix_storage(ops, stream)", timeout=60,
@@ -529,8 +523,8 @@ class UpgradeNode:
     be healthy and every replica of the stream current at that moment.
     """
 
-    def __init__(self, srv, watch):
-        self._srv, self._watch = srv, watch
+    def __init__(self, srv, watch, started):
+        self._srv, self._watch, self._started = srv, watch, started
         self.name, self.url, self.monitor_url = srv.name, srv.url, srv.monitor_url
 
     @property
@@ -553,6 +547,7 @@ class UpgradeNode:
                 srv.launch()
             return srv.running and srv.monitor("varz", timeout=2)
         await until(lambda: asyncio.to_thread(up), f"{srv.name} to start", timeout=30, retry=NOT_ANSWERING)
+        self._started()
 
     def __repr__(self) -> str:
         return f"<UpgradeNode {self.name} {self.url}>"
@@ -606,6 +601,29 @@ async def rolling_upgrade(upgrade):
             pub = asyncio.ensure_future(publisher())
             await _wait(lambda: len(acked) >= 5, "the first payments")
             problems: list[str] = []
+            loop = asyncio.get_running_loop()
+            times = {"good": loop.time(), "started": 0.0}
+
+            async def cluster_state() -> str:
+                """'' when every node is healthy and every replica current, else what is not."""
+                unhealthy = []
+                for s in c.servers:
+                    try:
+                        if not s.running or s.monitor("healthz", timeout=2).get("status") != "ok":
+                            unhealthy.append(s.name)
+                    except OSError:
+                        unhealthy.append(s.name)
+                if unhealthy:
+                    return f"{', '.join(unhealthy)} was not healthy yet"
+                ok, why = await _replicas_current(js, stream)
+                return "" if ok else why
+
+            async def observer():  # the last moment the whole cluster was caught up
+                while not stop.is_set():
+                    if not await cluster_state():
+                        times["good"] = loop.time()
+                    await asyncio.sleep(0.1)
+            watcher = asyncio.ensure_future(observer())
 
             async def watch(srv):
                 others = [s for s in c.servers if s is not srv]
@@ -614,18 +632,15 @@ async def rolling_upgrade(upgrade):
                     problems.append(f"you stopped {srv.name} while {', '.join(down)} was stopped too: the stream "
                                     "lost its majority")
                     return
-                unhealthy = []
-                for s in others:
-                    try:
-                        if s.monitor("healthz", timeout=2).get("status") != "ok":
-                            unhealthy.append(s.name)
-                    except OSError:
-                        unhealthy.append(s.name)
-                ok, why = await _replicas_current(js, stream)
-                if unhealthy or not ok:
-                    problems.append(f"you stopped {srv.name} while " + (
-                        f"{', '.join(unhealthy)} was not healthy yet" if unhealthy else why) + " (not caught up)")
-            nodes = [UpgradeNode(s, watch) for s in c.servers]
+                if times["good"] > times["started"]:  # caught up since the last node came back
+                    return
+                why = await cluster_state()
+                if why:
+                    problems.append(f"you stopped {srv.name} while {why} (not caught up)")
+
+            def started():
+                times["started"] = loop.time()
+            nodes = [UpgradeNode(s, watch, started) for s in c.servers]
             try:
                 await call_learner(upgrade, nodes, TO_RELEASE, c.url, stream,
                                    what="upgrade(nodes, target, url, stream)", timeout=180,
@@ -634,6 +649,7 @@ async def rolling_upgrade(upgrade):
             finally:
                 stop.set()
                 await pub
+                await watcher
             down = [s.name for s in c.servers if not s.running]
             expect(not down, f"{', '.join(down)} is not running after your upgrade.", expected="all three nodes running",
                    seen=f"{down} stopped", hint="start every node again after switching its release (await node.start()).")
