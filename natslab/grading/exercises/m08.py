@@ -1,4 +1,4 @@
-"""Module 08 (operations), exercises 8.1-8.7.
+"""Module 08 (operations), exercises 8.1-8.8.
 
 8.1-8.3 diagnose: each checker breaks a real deployment in one of several ways (every way once, in
 a random order: a constant answer cannot pass) and hands the learner's function only what an
@@ -6,6 +6,7 @@ operator has (URLs, monitoring, logs), never the fault.  8.4-8.6 fix: the checke
 learner repairs through the config file and a reload or restart, and the checker verifies the
 deployment recovered (and kept what it must keep: clients, data, the healthy nodes).  8.7 backs a
 stream up with the JetStream snapshot API and restores it elsewhere, consumer state included.
+8.8 is a rolling upgrade (2.14.6 -> 2.15.1) under a publishing load, every stop watched.
 The fault catalogue is natslab/lessons/faults.py.
 """
 from __future__ import annotations
