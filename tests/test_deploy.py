@@ -123,7 +123,7 @@ def test_a_killed_process_leaves_nothing(tmp_path):
     project.name = name
     from natslab.runtime.waiting import until_sync
 
-    assert until_sync(lambda: project.leftovers() == [], "the watcher to run compose down -v",
+    assert until_sync(lambda: project.leftovers() == [], "the clean-up guard to run compose down -v",
                       timeout=90, every=0.5, error=False), project.leftovers()
 
 

@@ -11,7 +11,7 @@ server's config comes from).  The course ships these files in ``docker/compose/<
 ``Project``: ``check()`` verifies it from the servers' own monitoring endpoints (every server
 healthy, routes, gateways and leaf links formed, a message across), ``down()`` runs
 ``compose down -v``.  The project is registered with the session, so ``natslab.stop_all()`` takes
-it down, and a small watcher process runs ``compose down -v`` if the kernel dies first.
+it down, and natslab's clean-up guard runs ``compose down -v`` if the kernel dies first.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import BackendUnavailable, NatslabError
-from ..runtime import confgen, ports as portlib, session
+from ..runtime import confgen, guard, ports as portlib, session
 from ..runtime.backends import PINNED_VERSION
 from ..runtime.monitor import NOT_ANSWERING, fetch
 from ..runtime.waiting import until_sync
@@ -258,7 +258,6 @@ class Project:
         self.ports = {s: dict(zip(("client", "monitor"), portlib.reserve(2))) for s in self.services}
         self.env = {**os.environ, **{_env(s, r): str(p) for s, ps in self.ports.items() for r, p in ps.items()}}
         self.closed = False
-        self._watcher: subprocess.Popen | None = None
 
     @property
     def base(self) -> list[str]:
@@ -292,17 +291,14 @@ class Project:
         self.compose("stop", service, timeout=timeout + 30)
 
     # -- bring up, check, take down -----------------------------------------------------------
-    def _watch(self) -> None:
-        """Start the watcher that runs ``compose down -v`` if this process dies first."""
-        self._watcher = subprocess.Popen(
-            [sys.executable, "-m", "natslab.lessons.deploy", "--watch", json.dumps(self.base)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True, env=self.env, cwd=self.dir)
+    @property
+    def _down_if_we_die(self) -> str:
+        return json.dumps(self.base + ["down", "-v", "--remove-orphans", "-t", "5"])
 
     def up(self, timeout: float = 120.0) -> "Project":
         _ensure_image()
         session.register(self)
-        self._watch()
+        guard.watch("command", self._down_if_we_die)   # a killed kernel leaves no project behind
         try:
             self.compose("up", "-d", timeout=timeout)
             self.wait_healthy(timeout)
@@ -344,13 +340,7 @@ class Project:
         try:
             self.compose("down", "-v", "--remove-orphans", "-t", "10", check=False)
         finally:
-            if self._watcher is not None:
-                try:
-                    self._watcher.stdin.write(b"done\n")
-                    self._watcher.stdin.close()
-                    self._watcher.wait(timeout=10)
-                except Exception:
-                    pass
+            guard.forget("command", self._down_if_we_die)
             portlib.release(p for ps in self.ports.values() for p in ps.values())
             session.unregister(self)
 
@@ -586,21 +576,8 @@ def show(directory: str | os.PathLike, names: list[str] | None = None) -> None:
             print(p.read_text())
 
 
-def _watch_main(base: list[str]) -> None:
-    """The watcher: wait for our parent's pipe to close; unless told "done", run ``down -v``."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    data = sys.stdin.buffer.read()  # returns at end-of-file: the parent closed it or died
-    if b"done" in data:
-        return
-    subprocess.run(base + ["down", "-v", "--remove-orphans", "-t", "5"], capture_output=True, timeout=300)
-
-
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "--watch":
-        _watch_main(json.loads(sys.argv[2]))
-    elif len(sys.argv) >= 2 and sys.argv[1] == "--write":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--write":
         for topo in TOPOLOGIES:
             shutil.rmtree(shipped(topo), ignore_errors=True)
             print(write(topo, shipped(topo)))

@@ -3,11 +3,12 @@
 Normal exits run ``atexit`` clean-up.  For the hard case, a kernel killed with SIGKILL, each
 process that starts servers also starts one small guard process in its own session.  The
 parent tells the guard, over a pipe, what it started (process ids, containers, networks,
-directories).  When the parent dies, however it dies, the pipe closes, the guard reads
+directories, commands to run: a Compose project's ``down``).  When the parent dies, however it dies, the pipe closes, the guard reads
 end-of-file and removes whatever is still listed.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -40,7 +41,10 @@ def _send(line: str) -> None:
 
 
 def watch(kind: str, value) -> None:
-    """Ask the guard to remove ``value`` (a pid, container, network or dir) if we die."""
+    """Ask the guard to remove ``value`` (a pid, container, network or dir) if we die.
+
+    Kind ``command``: ``value`` is a JSON list, a command the guard runs if we die (e.g.
+    ``compose down -v`` for a Compose project, which also removes its volumes)."""
     _send(f"+{kind} {value}")
 
 
@@ -87,6 +91,11 @@ def _clean(items: dict[str, set[str]], started: dict[str, bytes | None]) -> None
                     client.networks.get(nid).remove()
                 except Exception:
                     pass
+        except Exception:
+            pass
+    for command in items.get("command", ()):
+        try:
+            subprocess.run(json.loads(command), stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
         except Exception:
             pass
     time.sleep(0.2)  # let killed servers release their files before the directory goes
