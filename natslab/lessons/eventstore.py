@@ -77,6 +77,7 @@ class ReadModelLag:
         self.js, self.stream, self.applied, self.every = js, stream, applied, every
         self.samples: list[tuple[float, int, int]] = []
         self._task = None
+        self._running = False
 
     async def sample(self) -> tuple[float, int, int]:
         last = (await self.js.stream_info(self.stream)).state.last_seq
@@ -87,9 +88,13 @@ class ReadModelLag:
 
     async def __aenter__(self):
         self._t0 = time.monotonic()
+        self._running = True
 
         async def loop():
-            while True:
+            # A flag, not only cancellation, ends the loop: on Python 3.11, asyncio.wait_for (inside
+            # nats-py's request) can swallow a cancellation that arrives as its answer does, and the
+            # timeout it may turn into is caught below; the flag still stops the loop.
+            while self._running:
                 try:
                     await self.sample()
                 except (asyncio.TimeoutError, jserr.Error):
@@ -99,6 +104,7 @@ class ReadModelLag:
         return self
 
     async def __aexit__(self, *exc):
+        self._running = False
         self._task.cancel()
         try:
             await self._task
