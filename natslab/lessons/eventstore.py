@@ -14,14 +14,13 @@ out in the notebooks with nats-py calls; this module only shows and measures:
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Awaitable, Callable
 
 import nats.js.errors as jserr
 
 from .kvstore import Table, latest_entries, show
+from .monitoring import Sampler
 
 HEADERS_SHOWN = ("Schema-Version", "Nats-Msg-Id", "Nats-Expected-Last-Subject-Sequence")
 
@@ -63,7 +62,7 @@ async def events_table(js, stream: str, subjects: str = ">", limit: int = 50, wi
                  title=f"{stream} on {subjects}")
 
 
-class ReadModelLag:
+class ReadModelLag(Sampler):
     """How far a read model is behind its stream, sampled while ``async with`` runs.
 
     ``applied`` is an async callable returning the last stream sequence the read model has applied
@@ -74,43 +73,16 @@ class ReadModelLag:
     def __init__(self, js, stream: str, applied: Callable[[], Awaitable[int]], every: float = 0.1):
         if not callable(applied):
             raise TypeError("applied must be an async callable returning the applied stream sequence")
-        self.js, self.stream, self.applied, self.every = js, stream, applied, every
+        super().__init__(every)
+        self.js, self.stream, self.applied = js, stream, applied
         self.samples: list[tuple[float, int, int]] = []
-        self._task = None
-        self._running = False
 
     async def sample(self) -> tuple[float, int, int]:
         last = (await self.js.stream_info(self.stream)).state.last_seq
         done = int(await self.applied() or 0)
-        row = (time.monotonic() - self._t0, last, done)
+        row = (self.elapsed(), last, done)
         self.samples.append(row)
         return row
-
-    async def __aenter__(self):
-        self._t0 = time.monotonic()
-        self._running = True
-
-        async def loop():
-            # A flag, not only cancellation, ends the loop: on Python 3.11, asyncio.wait_for (inside
-            # nats-py's request) can swallow a cancellation that arrives as its answer does, and the
-            # timeout it may turn into is caught below; the flag still stops the loop.
-            while self._running:
-                try:
-                    await self.sample()
-                except (asyncio.TimeoutError, jserr.Error):
-                    pass  # a slow answer under load: skip this sample
-                await asyncio.sleep(self.every)
-        self._task = asyncio.ensure_future(loop())
-        return self
-
-    async def __aexit__(self, *exc):
-        self._running = False
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        await self.sample()
 
     def peak(self) -> int:
         """The largest gap seen, in messages."""
