@@ -10,6 +10,8 @@ Shared tools for checkers live here, one name each, so every checker is written 
 - ``token``: a random name part, so no two checks (or learners) share subjects.
 - ``text_result`` / ``of_type``: insist on what the exercise says the function returns.
 - ``interest``: wait until the server routes a subject to a subscriber.
+- ``scenario_ready``: wait for something the check's own scenario needs; a timeout is the check's
+  trouble (a busy machine), never reported as the learner's mistake.
 - ``everything_from``: wait until everything a learner's connection published has arrived.
 - ``published_by``: every message the learner's code published, as the checker saw it.
 """
@@ -24,7 +26,7 @@ import nats
 
 from ...runtime.client import connect
 from ...runtime.server import server
-from ...runtime.waiting import until
+from ...runtime.waiting import WaitTimeout, until
 from ..checks import Mismatch, expect
 
 
@@ -139,6 +141,15 @@ async def interest(srv, subject: str, *, at_least: int = 1, timeout: float = 5.0
     count = await until(lambda: matching() >= at_least and matching(), f"interest in {subject!r}",
                         timeout=timeout, error=False)
     return count or matching()
+
+
+async def scenario_ready(condition, what: str, timeout: float = 30.0, retry=(OSError,)):
+    """``natslab.until`` for the check's own set-up; a timeout becomes a verdict that says so."""
+    try:
+        return await until(condition, what, timeout=timeout, retry=retry)
+    except WaitTimeout:
+        raise Mismatch(f"the check could not set up its scenario: {what} did not happen within {timeout:.0f} s.",
+                       expected=what, seen="not yet", hint="run the check again; the machine may be busy.") from None
 
 
 MARKER = "_CHECK.marker"

@@ -16,18 +16,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from ...lessons import prometheus as prom
 from ...lessons.fanout import RawClient
 from ...runtime.topology import cluster
-from ...runtime.waiting import WaitTimeout, until
 from ..checks import Mismatch, call_learner, exercise, expect
-from . import client, learner_client, of_type, scratch_server, subs_of, text_result, token
-
-
-async def _wait(condition, what: str, timeout: float = 30.0, retry=(OSError,)):
-    """natslab.until, with a timeout reported as the check's own trouble (not as a hang of yours)."""
-    try:
-        return await until(condition, what, timeout=timeout, retry=retry)
-    except WaitTimeout:
-        raise Mismatch(f"the check could not set up its scenario: {what} did not happen within {timeout:.0f} s.",
-                       expected=what, seen="not yet", hint="run the check again; the machine may be busy.") from None
+from . import client, learner_client, of_type, scenario_ready, scratch_server, subs_of, text_result, token
 
 
 def _http_hints(extra: dict | None = None) -> dict:
@@ -172,7 +162,7 @@ async def consumer_lag(lagging_consumers):
                     for c in s.get("consumer_detail") or []:
                         seen[f"{s['name']}/{c['name']}"] = c["num_pending"] + c["num_ack_pending"]
             return len(seen) == 5 and seen.get(f"{orders}/billing") == 0 and seen
-        truth = await _wait(settled, "the consumers' state in /jsz", timeout=15)
+        truth = await scenario_ready(settled, "the consumers' state in /jsz", timeout=15)
 
         got = await call_learner(lagging_consumers, srv.monitor_url, threshold,
                                  what=f"lagging_consumers(monitor_url, {threshold})", hints=_http_hints())
@@ -245,7 +235,7 @@ async def health_probe(probe):
             fn = probe if not callable(probe) or inspect.iscoroutinefunction(probe) else \
                 (lambda u: asyncio.to_thread(probe, u))
             for _attempt in range(3):
-                await _wait(steady, f"the cluster settling with {stage}", timeout=60)
+                await scenario_ready(steady, f"the cluster settling with {stage}", timeout=60)
                 got = await call_learner(fn, list(urls), what=f"probe(urls) with {stage}", timeout=15,
                                          hints=_http_hints({"TimeoutError": "a server that hangs makes a request "
                                                             "without a timeout wait forever; give each request a "
@@ -269,7 +259,7 @@ async def health_probe(probe):
         await ask(f"{n2.name} dead (connections refused)", "degraded",
                   "a refused connection is an answer (not ok); 2 of 3 ok is degraded, not down.", ok=[n1, n3])
         await asyncio.to_thread(n3.kill)
-        await _wait(lambda: status(n1) not in ("ok", None), "the last server reporting JetStream unavailable",
+        await scenario_ready(lambda: status(n1) not in ("ok", None), "the last server reporting JetStream unavailable",
                     timeout=40)
         last = n1.monitor("healthz", timeout=2)
         await ask(f"two servers dead and the last answering {last.get('status')!r} ({last.get('error')})", "down",
@@ -453,7 +443,7 @@ async def trace_message(subscribers_per_server):
                 other = await stack.enter_async_context(client(srv, name=f"{srv.name}-other"))
                 await other.subscribe(f"orders{tag}.cancelled", cb=_ignore)
             # interest travels once per server over the routes: wait until each server knows both peers'
-            await _wait(lambda: all(_route_subs(s, subject) >= len(servers) - 1 for s in servers),
+            await scenario_ready(lambda: all(_route_subs(s, subject) >= len(servers) - 1 for s in servers),
                         "every server knowing the other servers' subscribers", timeout=20)
             learner = await stack.enter_async_context(learner_client(servers[0]))
             got = await call_learner(subscribers_per_server, learner, subject,

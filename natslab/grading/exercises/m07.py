@@ -23,16 +23,7 @@ from nats.micro.service import Service
 
 from ...runtime.waiting import WaitTimeout, until
 from ..checks import Mismatch, call_learner, exercise, expect
-from . import client, interest, learner_client, of_type, scratch_server, token
-
-
-async def _wait(condition, what: str, timeout: float = 30.0, retry=(OSError,)):
-    """natslab.until, with a timeout reported as the check's own trouble (not as a hang of yours)."""
-    try:
-        return await until(condition, what, timeout=timeout, retry=retry)
-    except WaitTimeout:
-        raise Mismatch(f"the check could not set up its scenario: {what} did not happen within {timeout:.0f} s.",
-                       expected=what, seen="not yet", hint="run the check again; the machine may be busy.") from None
+from . import client, interest, learner_client, of_type, scenario_ready, scratch_server, token
 
 
 async def _stream_msgs(js, stream: str, subject: str | None = None) -> list:
@@ -726,7 +717,7 @@ async def leader(lead):
                     crew.trouble()
                     raise Mismatch("no worker became leader and acted." if phase == 0 else
                                    "the new leader did not keep acting.",
-                                   expected=f"a worker acting about every ttl/4 s",
+                                   expected="a worker acting about every ttl/4 s",
                                    seen=f"{len(crew.acts) - start} actions in {6 * ttl + 10:.0f} s",
                                    hint="claim the leader key with kv.create, then call act() about every ttl/4 s "
                                         "while you hold it.") from None
@@ -797,7 +788,7 @@ async def fencing(fenced_write):
                expected={"token": ta, "value": "A1"}, seen=stored,
                hint="store json.dumps({\"token\": token, \"value\": value}) under the key.")
         # holder A pauses past the lock's TTL: the lock expires and holder B takes it with a newer token
-        await _wait(lambda: _gone(lock, "stock"), "the lock to expire", timeout=20, retry=(OSError, jserr.Error))
+        await scenario_ready(lambda: _gone(lock, "stock"), "the lock to expire", timeout=20, retry=(OSError, jserr.Error))
         tb = await lock.create("stock", b"holder-b")
         stored = await write("holder B", "B1", tb, True,
                              f"B holds the lock now with token {tb}, newer than the stored {ta}: compare tokens as "

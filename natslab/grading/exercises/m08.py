@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-import re
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -24,18 +22,9 @@ from ...lessons import faults
 from ...runtime.confgen import Raw
 from ...runtime.server import server
 from ...runtime.topology import cluster
-from ...runtime.waiting import WaitTimeout, until
+from ...runtime.waiting import until
 from ..checks import Mismatch, call_learner, exercise, expect
-from . import client, of_type, scratch_server, text_result, token
-
-
-async def _wait(condition, what: str, timeout: float = 30.0, retry=(OSError,)):
-    """natslab.until, with a timeout reported as the check's own trouble."""
-    try:
-        return await until(condition, what, timeout=timeout, retry=retry)
-    except WaitTimeout:
-        raise Mismatch(f"the check could not set up its scenario: {what} did not happen within {timeout:.0f} s.",
-                       expected=what, seen="not yet", hint="run the check again; the machine may be busy.") from None
+from . import client, scenario_ready, scratch_server, text_result, token
 
 
 DIAG_HINTS = {
@@ -224,9 +213,9 @@ async def diagnose_topology(diagnose):
             # the symptom is in place: the refusal is logged
             marks = {"cluster_name_mismatch": "does not match", "route_tls_mismatch": "TLS route handshake",
                      "leaf_credentials": "Authorization Violation"}
-            await _wait(lambda: any(marks[fault] in x.logs() for x in s.values()), "the refusal to be logged")
+            await scenario_ready(lambda: any(marks[fault] in x.logs() for x in s.values()), "the refusal to be logged")
             if fault != "leaf_credentials":  # the leaf stays linked to n1 meanwhile
-                await _wait(lambda: s["leaf"].monitor("leafz").get("leafnodes", 0) >= 1, "the leaf link")
+                await scenario_ready(lambda: s["leaf"].monitor("leafz").get("leafnodes", 0) >= 1, "the leaf link")
             yield {"monitor_urls": {n: x.monitor_url for n, x in s.items()},
                    "logs": {n: x.logs for n, x in s.items()}}
         finally:
@@ -349,7 +338,7 @@ async def storage_room(fix_storage):
                                                   "names the line."})
         expect(srv.running, "the server is not running after your fix.", expected="running", seen="stopped",
                hint="edit the file and reload.")
-        info = await _wait(lambda: _stream_state(js, stream), "the stream to answer")
+        info = await scenario_ready(lambda: _stream_state(js, stream), "the stream to answer")
         expect(info != "missing", f"stream {stream} is gone: you deleted the data instead of making room.",
                expected=f"{stream} with its {stored} messages", seen="no such stream",
                hint="the messages are the business's data; raise the server's storage limit instead.")
@@ -399,7 +388,7 @@ async def cluster_name(fix_cluster):
     try:
         odd = random.choice(c.servers)
         await asyncio.to_thread(faults.break_cluster_name, odd, f"prod{token(3)}")
-        await _wait(lambda: "does not match" in odd.logs(), "the peers to refuse the renamed node")
+        await scenario_ready(lambda: "does not match" in odd.logs(), "the peers to refuse the renamed node")
         starts = {s.name: s.monitor("varz")["start"] for s in c.servers if s is not odd}
         nodes = {s.name: faults.Ops(s) for s in c.servers}
         await call_learner(fix_cluster, nodes, what="fix_cluster(nodes)", timeout=120,
@@ -420,7 +409,7 @@ async def cluster_name(fix_cluster):
         expect(not restarted, f"you restarted healthy node(s) {', '.join(restarted)}.",
                expected=f"only {odd.name} restarted", seen=f"{restarted} restarted too",
                hint="restart only the node whose config was wrong; the others kept serving.")
-        await _wait(lambda: all(s.monitor("routez").get("num_routes", 0) >= 2 for s in c.servers),
+        await scenario_ready(lambda: all(s.monitor("routez").get("num_routes", 0) >= 2 for s in c.servers),
                     "routes between all three nodes", timeout=30)
         leader = await asyncio.to_thread(c.wait_for_meta_leader, 30)
         return (f"{odd.name} rejoined cluster {name!r}: every node has routes to both others, the healthy nodes "
@@ -584,7 +573,7 @@ async def rolling_upgrade(upgrade):
         async with client(c.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2) as nc:
             js = nc.jetstream(timeout=3)
             await js.add_stream(name=stream, subjects=[f"{subject}.>"], num_replicas=3)
-            await _wait(lambda: _replicas_current(js, stream), "the stream's replicas to be current", retry=())
+            await scenario_ready(lambda: _replicas_current(js, stream), "the stream's replicas to be current", retry=())
             acked: list[bytes] = []
             stop = asyncio.Event()
 
@@ -600,7 +589,7 @@ async def rolling_upgrade(upgrade):
                         pass
                     await asyncio.sleep(0.05)
             pub = asyncio.ensure_future(publisher())
-            await _wait(lambda: len(acked) >= 5, "the first payments")
+            await scenario_ready(lambda: len(acked) >= 5, "the first payments")
             problems: list[str] = []
             loop = asyncio.get_running_loop()
             times = {"good": loop.time(), "started": 0.0}
@@ -663,7 +652,7 @@ async def rolling_upgrade(upgrade):
             expect(not old, f"{', '.join(old)} still runs another release than {TO_RELEASE}.",
                    expected=f"every node on {TO_RELEASE}", seen=versions,
                    hint="upgrade every node: stop, switch_release(target), start.")
-            await _wait(lambda: _replicas_current(js, stream), "the stream's replicas to be current", retry=(),
+            await scenario_ready(lambda: _replicas_current(js, stream), "the stream's replicas to be current", retry=(),
                         timeout=60)
             info = await js.stream_info(stream)
             stored = set()
