@@ -7,8 +7,8 @@
   generated settings.  The nodes' certificate names 127.0.0.1, localhost and every name a peer dials
   (on Docker, the containers' names), so TLS on routes verifies host names on both backends.
 - ``connect(target, mat, user)``: a plain ``nats.connect`` connection as one of those users over TLS.
-- ``route_info(srv)``: what the route port says to anyone who opens it (its INFO line), the
-  attacker's view of whether routes require TLS.
+- ``route_info(srv)``: what the route port says in plain text to anyone who opens it (its INFO, as a
+  dict), or None when it says nothing until a TLS handshake: the attacker's view of the routes.
 """
 from __future__ import annotations
 
@@ -82,16 +82,20 @@ async def connect(target, mat: Material, user: str | None, **options):
     return await nats.connect(servers=servers, **options)
 
 
-def route_info(srv, timeout: float = 3.0) -> dict:
-    """The INFO a node's route port sends to whoever connects (no TLS, no credentials): the attacker's view."""
+def route_info(srv, timeout: float = 3.0) -> dict | None:
+    """The INFO a node's route port sends in plain text to whoever connects (no TLS, no credentials),
+    or None when it sends nothing readable (it waits for a TLS handshake): the attacker's view."""
     with socket.create_connection(("127.0.0.1", srv.ports["cluster"]), timeout=timeout) as sock:
         data = b""
         while b"\r\n" not in data and len(data) < 65536:
-            chunk = sock.recv(4096)
+            try:
+                chunk = sock.recv(4096)
+            except (socket.timeout, ConnectionError):
+                break
             if not chunk:
                 break
             data += chunk
     line = data.split(b"\r\n", 1)[0].decode(errors="replace")
     if not line.startswith("INFO "):
-        return {"raw": line}
+        return None
     return json.loads(line[5:])

@@ -177,9 +177,10 @@ async def _attack(cluster, mat) -> str:
                            hint="a tls block (cert_file, key_file) on every node makes clients use TLS; "
                                 "allow_non_tls lets them skip it.")
         info = await asyncio.to_thread(capstone.route_info, srv)
-        expect(info.get("raw") is not None or info.get("tls_required") is True,
+        expect(info is None or info.get("tls_required") is True,
                f"{srv.name}'s route port answers in plain text: routes between nodes are not encrypted.",
-               expected="the route port speaks TLS only", seen=f"INFO from {info.get('server_name')} in plain text",
+               expected="the route port speaks TLS only",
+               seen=f"INFO from {(info or {}).get('server_name')} in plain text",
                hint="TLS for clients does not cover routes: the cluster block needs a tls block of its own "
                     "(cert_file, key_file, ca_file).")
     good = {u: await sec.attempt(cluster, tls=ctx, user=u, password=p) for u, p in mat.users.items()}
@@ -372,7 +373,9 @@ async def _services_line(chk, js, store: Store, web_nc, n: int = 40, race: int =
     cmds = [_cmd(f"o{tag}{i}", f"c{i % 5}") for i in range(n)]
     rivals = [dict(_cmd(c["order_id"], "mallory")) for c in cmds[:race]]
     # every command sent twice at once (a client retrying), racing commands for the same orders
-    jobs = [front.place(c) for c in cmds] + [front.place(c) for c in cmds] + [front.place(r) for r in rivals]
+    # (a 5xx answer is retried, as the contract says: on a cluster a duplicate still in flight can get one)
+    jobs = [front.place(c, tries=4) for c in cmds] + [front.place(c, tries=4) for c in cmds] + \
+        [front.place(r, tries=4) for r in rivals]
     random.shuffle(jobs)
     await asyncio.gather(*jobs)
     events = await _events(js, store)
@@ -575,10 +578,14 @@ def _projection_hint(diff) -> str:
     if got is None:
         return (f"{key} never appeared: an event whose write to the read model failed was acknowledged anyway and "
                 "is lost. Acknowledge after the write, and let a failed event come again (nak, or no ack).")
-    if key.startswith("customer.") and isinstance(got, dict) and isinstance(got.get("orders"), int) \
-            and got["orders"] > want["orders"]:
-        return ("an event delivered again was applied twice: make the projection idempotent, e.g. keep the "
-                "stream sequence of the last event applied in the entry and skip events at or below it.")
+    if key.startswith("customer.") and isinstance(got, dict) and isinstance(got.get("orders"), int):
+        if got["orders"] > want["orders"]:
+            return ("an event delivered again was applied twice: make the projection idempotent, e.g. keep the "
+                    "stream sequence of the last event applied in the entry and skip events at or below it.")
+        if got["orders"] < want["orders"]:
+            return ("an event was lost: acknowledged although its write failed, or skipped because a later event "
+                    "of the same key was applied before its redelivery came. Acknowledge after the write, and keep "
+                    "events in order (max_ack_pending=1, or stop a batch at its first failure).")
     return "apply every event type: OrderPlaced sets placed, OrderConfirmed confirmed, OrderCancelled cancelled."
 
 
@@ -724,19 +731,19 @@ async def _saga_line(js, store: Store, partners: Partners, cases: dict[str, str]
                    f"reserved for it was not released.", expected="reserve, charge, release", seen=steps,
                    hint="a saga compensates: when a later step fails (a decline, or no answer within your timeout), "
                         "undo the steps already done (release the stock) before cancelling.")
-        expect(types[1:] == [want_end[case]] if types else False,
-               f"order {oid} ({ {'ok': 'all steps succeed', 'no_stock': 'no stock', 'decline': 'payment declined', 'silent': 'payment provider silent'}[case]}) "
-               f"did not end with exactly one {want_end[case]} after OrderPlaced.",
-               expected=["OrderPlaced", want_end[case]], seen=types,
-               hint="append the saga's outcome to the order's subject once (Nats-Expected-Last-Subject-Sequence: the "
-                    "OrderPlaced's sequence, Nats-Msg-Id so a redelivery does not append twice).")
-        if case == "ok":
+        if case == "ok" and len(types) >= 2:
             expect(steps.count("stock.reserve") >= 1 and steps.count("pay.charge") >= 1 and "stock.release" not in steps,
                    f"order {oid} succeeded but the partners saw {steps}.", expected="reserve, charge (no release)",
                    seen=steps, hint="release stock only to compensate a failed order.")
         if case == "no_stock":
             expect("pay.charge" not in steps, f"order {oid} had no stock, and the saga charged it anyway.",
                    expected="reserve only", seen=steps, hint="a failed step ends the forward path.")
+        expect(types[1:] == [want_end[case]] if types else False,
+               f"order {oid} ({ {'ok': 'all steps succeed', 'no_stock': 'no stock', 'decline': 'payment declined', 'silent': 'payment provider silent'}[case]}) "
+               f"did not end with exactly one {want_end[case]} after OrderPlaced.",
+               expected=["OrderPlaced", want_end[case]], seen=types,
+               hint="append the saga's outcome to the order's subject once (Nats-Expected-Last-Subject-Sequence: the "
+                    "OrderPlaced's sequence, Nats-Msg-Id so a redelivery does not append twice).")
     return (f"{len(cases)} orders: paid ones confirmed; no stock cancelled without a charge; a declined and an "
             f"unanswered payment each released the stock and cancelled, each outcome appended once.")
 
