@@ -444,7 +444,8 @@ def test_9_6_correct_another_design_passes_every_line():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part,line", [("start_saga", "saga"), ("lag_alert", "alert"),
-                                       ("start_projection", "projection")])
+                                       ("start_projection", "projection"),
+                                       ("order_service", "services and the event store under load")])
 def test_9_6_a_part_left_out_fails_its_own_line(part, line):
     text = _scorecard(**{part: _unsolved})
     assert text.startswith("✗ Exercise 9.6"), text

@@ -196,7 +196,8 @@ async def _attack(cluster, mat) -> str:
     tag = token(5)
     auth = lambda u: {"tls": ctx, "user": u, "password": mat.users[u]}  # noqa: E731
     async with client(cluster.servers[0], **auth("svc")) as svc, client(cluster.servers[1], **auth("web")) as web, \
-            client(cluster.servers[2], **auth("rival")) as rival:
+            client(cluster.servers[2], **auth("rival")) as rival, client(cluster.servers[0], **auth("rival")) as rival0, \
+            client(cluster.servers[2], **auth("svc")) as svc2:
         # svc may use JetStream (an R3 stream), in its own account
         js = svc.jetstream()
         try:
@@ -211,11 +212,12 @@ async def _attack(cluster, mat) -> str:
             await msg.respond(b"ok")
         responder = await svc.subscribe(f"shop.cmd.{tag}", cb=answer)
         await svc.flush()
-        try:
-            reply = await web.request(f"shop.cmd.{tag}", b"{}", timeout=3)
-            ok = reply.data == b"ok"
-        except Exception:  # noqa: BLE001
-            ok = False
+        async def answered():  # the responder's interest reaches web's node over the routes first
+            try:
+                return (await web.request(f"shop.cmd.{tag}", b"{}", timeout=1)).data == b"ok"
+            except Exception:  # noqa: BLE001
+                return False
+        ok = await until(answered, "web's request answered", timeout=8, every=0.2, error=False)
         expect(ok, "web could not send a request on shop.cmd.> and get the reply.",
                expected=f"web's request on shop.cmd.{tag} answered", seen="no answer reached web",
                hint="web publishes on shop.cmd.> (and $SRV.>) and subscribes to _INBOX.> for replies, in the same "
@@ -235,9 +237,13 @@ async def _attack(cluster, mat) -> str:
         # rival: another account sees nothing of the shop and reaches none of it
         seen: list = []
 
+        controls: list = []
+
         async def keep(msg):
             if msg.data == b"secret":
                 seen.append(msg.subject)
+            elif msg.data == b"control":
+                controls.append(msg.subject)
         await rival.subscribe(">", cb=keep)
         await rival.flush()
         got: list = []
@@ -246,14 +252,31 @@ async def _attack(cluster, mat) -> str:
             got.append(msg.data)
         trap = await svc.subscribe(f"shop.cmd.{tag}.>", cb=record)
         await svc.flush()
+
+        # controls: rival's interest has reached svc's node, and svc's trap has reached rival's node, each
+        # proven by a message in the subscriber's own account from the other node (so no leak is missed
+        # because interest was still travelling over the routes)
+        async def propagated():
+            await rival0.publish(f"ctl{tag}", b"control")
+            await svc2.publish(f"shop.cmd.{tag}.ctl", b"control")
+            await rival0.flush()
+            await svc2.flush()
+            await asyncio.sleep(0.1)
+            return controls and b"control" in got
+        await _wait(propagated, "the subscriptions to reach every node", timeout=15)
         for subject in (f"shop.cmd.{tag}.x", f"shop.evt.{tag}", f"{PARTNER}.pay.{tag}"):
             await svc.publish(subject, b"secret")
+        await svc.flush()
         await rival.publish(f"shop.cmd.{tag}.x", b"forged")
-        await svc.flush()
         await rival.flush()
-        await web.flush()
-        await asyncio.sleep(0.3)
-        await svc.flush()
+        # a control behind each: had the secret or the forgery crossed, it would have arrived before it
+        before = (len(controls), got.count(b"control"))
+        await rival0.publish(f"ctl{tag}", b"control")
+        await svc2.publish(f"shop.cmd.{tag}.ctl", b"control")
+        await rival0.flush()
+        await svc2.flush()
+        await _wait(lambda: len(controls) > before[0] and got.count(b"control") > before[1],
+                    "the control messages to arrive", timeout=10)
         leaked = [s for s in seen if tag in s]
         expect(not leaked, f"rival (another tenant) saw the shop's traffic on {leaked[0] if leaked else ''}.",
                expected="nothing of the shop's account reaches rival", seen=f"rival received {leaked[:3]}",
@@ -995,7 +1018,7 @@ async def _system(cluster, mat, conns, lines, create_store, order_service, start
         # the services, projection and saga, each on a connection of its own, as separate programs would be
         svc_ok = await _line(lines, "services and the event store under load", _first(
             call_learner(order_service, await svc_conn(), store.as_dict(), what="order_service(nc, store)",
-                         hints=SERVICE_HINTS), _services_line(chk, js, store, web, n=30, race=6)))
+                         hints=SERVICE_HINTS), lambda: _services_line(chk, js, store, web, n=30, race=6)))
         proj_nc = await svc_conn()
         proj_started = await _line(lines, "projection", _started(call_learner(
             start_projection, proj_nc.jetstream(), store.as_dict(), what="start_projection(js, store)")))
@@ -1031,7 +1054,7 @@ async def _system(cluster, mat, conns, lines, create_store, order_service, start
 
 async def _first(setup, then):
     await setup
-    return await then
+    return await then()
 
 
 async def _started(coro):
