@@ -44,6 +44,14 @@ def test_names_are_subject_safe():
     assert check_name("alice_2") == "alice_2"
 
 
+@pytest.fixture(autouse=True)
+def own_progress(tmp_path, monkeypatch):
+    """Each test's learner starts with no progress (other tests' passes would show on the board)."""
+    monkeypatch.setenv("NATSLAB_PROGRESS", str(tmp_path / "progress.json"))
+    yield
+    asyncio.run(leave())          # a test that failed half-way leaves no membership to the next
+
+
 def test_a_class_from_join_to_dashboard_with_its_boundaries(tmp_path):
     async def main():
         room = await Classroom.start(["alice", "bob"], name="wk1", directory=tmp_path)

@@ -149,10 +149,15 @@ class Membership:
         return await self.nc.subscribe(f"{FEED_SUBJECT}.*", cb=handler)
 
     async def close(self) -> None:
-        await self.flush()
+        """Send what is pending, stop reporting, drain the connection.  Never raises: a membership
+        left from an event loop that has ended (a re-run notebook, a script) just goes."""
         progress.off_record(self.listener)
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()
+        try:
+            await self.flush()
+            if self.nc is not None and not self.nc.is_closed:
+                await self.nc.drain()
+        except Exception:
+            pass
 
     def __repr__(self) -> str:
         state = "connected" if self.nc is not None and self.nc.is_connected else "not connected"
