@@ -43,9 +43,13 @@ PARTNER = "partner"
 STATUS = {"OrderPlaced": "placed", "OrderConfirmed": "confirmed", "OrderCancelled": "cancelled"}
 
 
+# what a read of the cluster may raise while it elects leaders (a timeout, no responders, unavailable)
+TRANSIENT = (OSError, nats.errors.Error)
+
+
 async def _wait(condition, what: str, timeout: float = 30.0):
     try:
-        return await until(condition, what, timeout=timeout, retry=(OSError,))
+        return await until(condition, what, timeout=timeout, retry=TRANSIENT)
     except WaitTimeout:
         raise Mismatch(f"the check could not set up its scenario: {what} did not happen within {timeout:.0f} s.",
                        expected=what, seen="not yet", hint="run the check again; the machine may be busy.") from None
@@ -333,7 +337,7 @@ async def _find_place(chk, srv=None) -> tuple[list[dict], str]:
         infos[:] = await _discover(chk, 0.7)
         return [e for i in infos for e in i.get("endpoints") or [] if e.get("name") == "place"]
     try:
-        places = await until(found, "a service with an endpoint named place", timeout=6)
+        places = await until(found, "a service with an endpoint named place", timeout=6, retry=TRANSIENT)
     except WaitTimeout:
         raise Mismatch("no service answered $SRV.INFO with an endpoint named place.",
                        expected="an endpoint named \"place\" (subject under shop.cmd.)",
@@ -567,7 +571,7 @@ async def _consistent(js, store: Store, timeout: float) -> tuple[bool, Any]:
         last[0] = _model_diff(want, got)
         return last[0] is None
     try:
-        await until(same, "the read model to match the stream", timeout=timeout, every=0.3)
+        await until(same, "the read model to match the stream", timeout=timeout, every=0.3, retry=TRANSIENT)
         return True, None
     except WaitTimeout:
         return False, last[0]
@@ -578,7 +582,7 @@ async def _consumers_idle(js, store: Store, timeout: float = 20.0, skip=()):
         names = await js.consumers_info(store.stream)
         return all(c.num_pending == 0 and c.num_ack_pending == 0 for c in names if c.name not in skip)
     with contextlib.suppress(WaitTimeout):
-        await until(idle, "the projection to catch up", timeout=timeout, every=0.3)
+        await until(idle, "the projection to catch up", timeout=timeout, every=0.3, retry=TRANSIENT)
 
 
 async def _reads_the_stream(js, store: Store, what: str, before=()) -> None:
@@ -586,7 +590,7 @@ async def _reads_the_stream(js, store: Store, what: str, before=()) -> None:
     async def some():
         return [c.name for c in await js.consumers_info(store.stream) if c.name not in before]
     try:
-        await until(some, f"a consumer on {store.stream}", timeout=5, every=0.2)
+        await until(some, f"a consumer on {store.stream}", timeout=5, every=0.2, retry=TRANSIENT)
     except WaitTimeout:
         raise Mismatch(f"{what} returned, and no consumer reads the event stream {store.stream}.",
                        expected="a consumer on the stream (durable, so it resumes)", seen="no consumer",
@@ -740,7 +744,7 @@ async def _saga_line(js, store: Store, partners: Partners, cases: dict[str, str]
         got = _saga_outcomes(await _events(js, store))
         return all(len(got.get(o, [])) >= 2 for o in cases)
     with contextlib.suppress(WaitTimeout):
-        await until(ended, "every order's saga to end", timeout=timeout, every=0.5)
+        await until(ended, "every order's saga to end", timeout=timeout, every=0.5, retry=TRANSIENT)
     await asyncio.sleep(0.5)
     got = _saga_outcomes(await _events(js, store))
     for oid, case in cases.items():
@@ -902,7 +906,7 @@ async def alert_check(lag_alert):
             elif minute > 6:
                 await pub(5)
             await until(lambda: _idle_except(js, store.stream, skip=("projector",) if minute >= 6 else ()),
-                        "the live consumers to catch up", timeout=15, error=False)
+                        "the live consumers to catch up", timeout=15, error=False, retry=TRANSIENT)
             await _record_lag(js, store.stream, ["projector", "audit"], samples)
         await keeper.unsubscribe()
         series = _series(store.stream, samples)
@@ -1102,10 +1106,10 @@ async def _alert_final(js, store, proj_nc, lag_alert, svc_ok, web):
             await pub(3)
         if minute != 2:
             await until(lambda: _idle_except(js, store.stream, skip=names if minute >= 5 else ()),
-                        "the consumers to catch up", timeout=20, error=False)
+                        "the consumers to catch up", timeout=20, error=False, retry=TRANSIENT)
             if minute >= 5:  # the live ones (the saga's) catch up; the projector's cannot
                 await until(lambda: _lagging(js, store.stream, names, 1), "the live consumers to catch up",
-                            timeout=20, error=False)
+                            timeout=20, error=False, retry=TRANSIENT)
         await _record_lag(js, store.stream, names, samples)
     final = samples[-1]
     behind = [name for name in names if final.get(name, 0) > 0]
@@ -1151,6 +1155,11 @@ async def _kill_line(cluster, chk, js, store, web, svc_ok, svc_conn, start_proje
     await asyncio.to_thread(victim.restart)
     await _wait(lambda: all(s.monitor("routez").get("num_routes", 0) >= 2 for s in cluster.servers),
                 "the killed node to rejoin", timeout=60)
+
+    async def healthy():
+        info = await js.stream_info(store.stream)
+        return bool(info.cluster and info.cluster.leader and all(r.current for r in info.cluster.replicas or []))
+    await _wait(healthy, "the stream to have a leader and every replica current again", timeout=60)
     expect(len(acked) >= len(cmds) // 2, f"only {len(acked)} of {len(cmds)} orders were acknowledged around the kill.",
            expected="most orders placed (the front end retries with the same command id)",
            seen=f"{len(acked)} placed; last answers of the others: "
@@ -1158,7 +1167,7 @@ async def _kill_line(cluster, chk, js, store, web, svc_ok, svc_conn, start_proje
                 f"{front.errors[-2:]}",
            hint="the services' connection must reconnect to the other nodes (all node URLs, reconnects on); a "
                 "JetStream publish that fails during the election can answer 503 so the front end retries.")
-    events = await _events(js, store)
+    events = await _wait(lambda: _events(js, store), "the stream to be read", timeout=30)
     placed: dict[str, int] = {}
     for _s, _q, ev, _h in events:
         if ev.get("type") == "OrderPlaced":
