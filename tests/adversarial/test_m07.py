@@ -151,7 +151,7 @@ def test_7_2_wrong_one_fetch():
         psub = await js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE))
         try:
             msgs = await psub.fetch(100, timeout=1)
-        except nats.errors.TimeoutError:
+        except asyncio.TimeoutError:
             return [], 0
         return [json.loads(m.data) for m in msgs], msgs[-1].metadata.sequence.stream
     fails("7.2", load, says="some events are missing")
@@ -1011,7 +1011,7 @@ def test_7_11_correct_pull_subscribe_with_config():
         while ok < total:
             try:
                 batch = await psub.fetch(10, timeout=2)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:
                 continue
             for msg in batch:
                 try:
@@ -1033,7 +1033,7 @@ def test_7_11_correct_small_batches_bind():
         while handled != total:
             try:
                 msgs = await sub.fetch(5, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:
                 msgs = []
             for m in msgs:
                 try:
@@ -1080,7 +1080,7 @@ def test_7_11_wrong_default_max_ack_pending():
         while ok < total:
             try:
                 msgs = await psub.fetch(10, timeout=1)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:
                 continue
             for msg in msgs:
                 try:
@@ -1103,7 +1103,7 @@ def test_7_11_wrong_big_batches():
         while ok < total:
             try:
                 msgs = await psub.fetch(100, timeout=1)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:
                 continue
             for msg in msgs:
                 try:
@@ -1126,7 +1126,7 @@ def test_7_11_wrong_ack_before_handling():
         while ok < total:
             try:
                 msgs = await psub.fetch(10, timeout=1)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:
                 continue
             for msg in msgs:
                 await msg.ack()
