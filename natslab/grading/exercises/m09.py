@@ -37,7 +37,7 @@ from ...lessons import prometheus as prom
 from ...lessons import security as sec
 from ...runtime.waiting import WaitTimeout, until
 from ..checks import Mismatch, Unsolved, call_learner, exercise, expect
-from . import client, learner_client, of_type, scratch_server, token
+from . import client, learner_client, of_type, scenario_ready, scratch_server, token
 
 PARTNER = "partner"
 STATUS = {"OrderPlaced": "placed", "OrderConfirmed": "confirmed", "OrderCancelled": "cancelled"}
@@ -48,11 +48,8 @@ TRANSIENT = (OSError, nats.errors.Error)
 
 
 async def _wait(condition, what: str, timeout: float = 30.0):
-    try:
-        return await until(condition, what, timeout=timeout, retry=TRANSIENT)
-    except WaitTimeout:
-        raise Mismatch(f"the check could not set up its scenario: {what} did not happen within {timeout:.0f} s.",
-                       expected=what, seen="not yet", hint="run the check again; the machine may be busy.") from None
+    """The shared set-up wait, retrying what a cluster electing leaders raises."""
+    return await scenario_ready(condition, what, timeout=timeout, retry=TRANSIENT)
 
 
 def _matches(pattern: str, subject: str) -> bool:
