@@ -21,8 +21,7 @@ from typing import Any, Mapping
 
 import nats
 
-from ..runtime import session
-from ..runtime.topology import Cluster, _bring_up, _make_cluster
+from ..runtime.topology import Cluster, cluster
 from .security.keys import write_secret
 from .security.tls import CertificateAuthority, client_context
 
@@ -57,16 +56,15 @@ def _issue(mat: Material, names) -> None:
 
 def secure_cluster(config: Mapping[str, Any], mat: Material, *, name: str = "capstone",
                    backend: str | None = None, timeout: float = 60.0) -> Cluster:
-    """Start three JetStream nodes with ``config`` merged into each; ready when routes and a meta leader are up."""
-    group = session.ServerGroup("cluster", backend)
-    try:
-        servers = _make_cluster(group, name, 3, True, dict(config), prefix=f"{name}-n")
-        _issue(mat, ["127.0.0.1", "localhost", *sorted({group.runner.peer_host(s) for s in servers})])
-        topo = Cluster(group, servers, name, True)
-        return _bring_up(topo, timeout, ("routes did not all connect", topo.routes_formed))
-    except BaseException:
-        group.close()
-        raise
+    """Start three JetStream nodes with ``config`` merged into each; ready when routes and a meta leader are up.
+
+    The node certificate is issued once the servers exist, so that it names the host names the
+    nodes dial each other by (the container names on Docker): TLS on routes verifies them."""
+    def issue(servers) -> None:
+        _issue(mat, ["127.0.0.1", "localhost", *sorted({s.runner.peer_host(s) for s in servers})])
+
+    return cluster(3, name=name, config=dict(config), backend=backend, timeout=timeout, replace=False,
+                   before_start=issue)
 
 
 async def _quiet(_exc) -> None:

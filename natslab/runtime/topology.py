@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import session
 from ..errors import ServerStartError
@@ -170,9 +170,13 @@ def _replacing(replace: bool | None, kind: str, name: str) -> bool:
 
 def cluster(size: int = 3, *, name: str = "c1", jetstream: bool | Mapping = True,
             config: Mapping[str, Any] | None = None, backend: str | None = None,
-            timeout: float = 60.0, replace: bool | None = None, release: str | None = None) -> Cluster:
+            timeout: float = 60.0, replace: bool | None = None, release: str | None = None,
+            before_start: Callable[[list[Server]], None] | None = None) -> Cluster:
     """Start ``size`` servers joined by routes; ready when every route is up (and a meta leader).
     ``release="2.14.6"`` runs that nats-server release on every node instead of the pinned one.
+    ``before_start(servers)`` runs once the servers exist (names, ports, the host names their
+    peers dial: ``s.runner.peer_host(s)``) and before any starts, e.g. to issue a TLS certificate
+    that names them.
 
     From a cell's top level it first replaces a cluster started the same way under ``name``
     (see ``natslab.server``'s ``replace``)."""
@@ -183,6 +187,8 @@ def cluster(size: int = 3, *, name: str = "c1", jetstream: bool | Mapping = True
     try:
         servers = _make_cluster(group, name, size, jetstream, config, prefix=f"{name}-n", release=release)
         topo = Cluster(group, servers, name, bool(jetstream))
+        if before_start is not None:
+            before_start(servers)
         if replace:
             session.mark_named(group, "cluster", name, topo)
         return _bring_up(topo, timeout, ("routes did not all connect", topo.routes_formed))
