@@ -68,7 +68,7 @@ def next_cell_text(path: Path) -> str:
     if i + 1 < len(order):
         nxt = order[i + 1]
         return f"---\n{NEXT_MARK} [{title(_source_of(nxt))}]({_rel(nxt, here)})  (or back to {contents})"
-    return f"---\n{NEXT_MARK} that was the last lab so far: back to {contents} to see where you stand."
+    return f"---\n{NEXT_MARK} that was the capstone, the last part of the course: back to {contents} to see where you stand."
 
 
 def _source_of(path: Path) -> Path:
