@@ -430,14 +430,7 @@ class Prometheus:
         return self.proc.poll() is None
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        guard.forget("pid", self.proc.pid)
+        guard.stop_process(self.proc)
         portlib.release([self.port])
         shutil.rmtree(self.dir, ignore_errors=True)
         session.unregister(self)

@@ -142,14 +142,7 @@ class NodeService:
 
     def close(self) -> None:
         """Stop the service (SIGTERM: it stops its endpoints and drains; SIGKILL after 10 s)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        guard.forget("pid", self.proc.pid)
+        guard.stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
         session.unregister(self)
 

@@ -52,6 +52,18 @@ def forget(kind: str, value) -> None:
     _send(f"-{kind} {value}")
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End a process registered with ``watch("pid", ...)``: SIGTERM, SIGKILL after ``grace`` s, forgotten."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    forget("pid", proc.pid)
+
+
 # ---------------------------------------------------------------- the guard process itself
 def _cmdline(pid: int) -> bytes | None:
     """The process's command line, None when it is gone (b"" where there is no /proc: macOS)."""
