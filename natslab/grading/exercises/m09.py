@@ -525,14 +525,14 @@ async def _publish(js, store: Store, ev: dict):
 async def _read_model(js, store: Store) -> tuple[dict, dict]:
     kv = await js.key_value(store.bucket)
     orders, customers = {}, {}
-    try:
-        keys = await kv.keys()
-    except jserr.NoKeysError:
-        keys = []
+    # the keys as the KV stream's own state lists them (nats-py's kv.keys() can answer "no keys" on a
+    # loaded machine while its watcher starts)
+    info = await js.stream_info(f"KV_{store.bucket}", subjects_filter=f"$KV.{store.bucket}.>")
+    keys = [subject.split(".", 2)[2] for subject in (info.state.subjects or {})]
     for key in keys:
         try:
             entry = await kv.get(key)
-        except jserr.KeyNotFoundError:
+        except (jserr.KeyNotFoundError, jserr.KeyDeletedError):
             continue
         try:
             value = json.loads(entry.value)
